@@ -1,0 +1,49 @@
+# orchestra_jax — `make demo` and `make test` bootstrap everything they need.
+SHELL := /bin/bash
+VENV := .venv
+SGL_VENV := .venv-sglang
+PY := $(VENV)/bin/python
+# Python 3.11 for the main stack (torch 2.13.0 CPU wheel is for 3.11), 3.12 for sglang-jax.
+PY311 := $(shell for p in python3.11 python3 $$HOME/.pyenv/versions/3.11*/bin/python3.11; do \
+           $$p -c 'import sys; assert sys.version_info[:2]==(3,11)' 2>/dev/null && { echo $$p; break; }; done)
+PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+           $$p -c 'import sys; assert sys.version_info[:2]==(3,12)' 2>/dev/null && { echo $$p; break; }; done)
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv sglang-venv system-deps clean-venv
+
+$(VENV)/.stamp: setup.py
+	@test -n "$(PY311)" || { echo "error: Python 3.11 not found (needed for the torch 2.13.0 CPU wheel)"; exit 1; }
+	$(PY311) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[test,notebooks]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# sglang-jax pins transformers 4.57 / flax 0.12.4 and needs Python >= 3.12: its own venv.
+$(SGL_VENV)/.stamp:
+	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (sglang-jax needs it)"; exit 1; }
+	$(PY312) -m venv $(SGL_VENV)
+	$(SGL_VENV)/bin/pip install -q --upgrade pip
+	$(SGL_VENV)/bin/pip install -q "sglang-jax[cpu]==0.1.0rc0"
+	touch $@
+
+sglang-venv: $(SGL_VENV)/.stamp
+
+# bubblewrap isolates the Python sandbox; install it where we can (root on Debian).
+system-deps:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q bubblewrap >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	  else echo "warning: bubblewrap (bwrap) missing and cannot be installed; sandbox tests will fail"; fi; }
+
+demo: venv
+	$(PY) experiments/demo.py
+
+test: venv sglang-venv system-deps
+	XLA_FLAGS="$${XLA_FLAGS:-}" $(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV) $(SGL_VENV)

