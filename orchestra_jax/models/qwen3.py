@@ -1,0 +1,320 @@
+"""Qwen3 (and Llama-style, ``qk_norm=False``) decoder in Flax linen, functional API on top.
+
+Parameter tree (``params``, plain arrays after :func:`init_params`; shapes in elements,
+D=hidden, H=q heads, K=kv heads, Dh=head_dim, F=intermediate, V=vocab, N=num_layers)::
+
+    embed                          [V, D]       ('vocab', 'embed')
+    layers_{i}/                    (unscanned; with scan_layers one 'layers/' subtree whose
+                                    leaves get a leading [N] axis named 'layers')
+        input_norm/scale           [D]          ('norm',)
+        attn/q_proj                [D, H, Dh]   ('embed', 'heads', 'head_dim')
+        attn/k_proj                [D, K, Dh]   ('embed', 'kv_heads', 'head_dim')
+        attn/v_proj                [D, K, Dh]   ('embed', 'kv_heads', 'head_dim')
+        attn/o_proj                [H, Dh, D]   ('heads', 'head_dim', 'embed')
+        attn/q_norm/scale          [Dh]         ('norm',)      (only when qk_norm)
+        attn/k_norm/scale          [Dh]         ('norm',)      (only when qk_norm)
+        post_attn_norm/scale       [D]          ('norm',)
+        mlp/gate_proj              [D, F]       ('embed', 'mlp')
+        mlp/up_proj                [D, F]       ('embed', 'mlp')
+        mlp/down_proj              [F, D]       ('mlp', 'embed')
+    final_norm/scale               [D]          ('norm',)
+    lm_head                        [D, V]       ('embed', 'vocab')   (only when untied)
+
+The KV cache is a dict ``{'k': [N, B, S, K, Dh], 'v': [N, B, S, K, Dh]}`` in the compute dtype;
+a call with a cache writes the new tokens' keys/values at slots ``cache_index .. cache_index+L-1``
+and attends to every slot ``j <= cache_index + i`` with ``kv_mask[b, j]`` true.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from orchestra_jax.models.config import ModelConfig
+from orchestra_jax.sharding import constrain, param_shardings, unbox
+
+Params = Any
+Cache = dict
+
+_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def _param(mod: nn.Module, name: str, shape, names, dtype, init=_INIT):
+    return mod.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis, statistics in float32 (HF ``Qwen3RMSNorm`` semantics)."""
+
+    eps: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = _param(self, "scale", (x.shape[-1],), ("norm",), self.param_dtype,
+                       nn.initializers.ones)
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return y.astype(self.dtype) * scale.astype(self.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding, rotate-half convention. x [B, L, heads, Dh]; positions [B, L] int."""
+    dh = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
+    ang = positions.astype(jnp.float32)[..., None] * inv_freq          # [B, L, Dh/2]
+    cos = jnp.cos(jnp.concatenate([ang, ang], -1))[:, :, None, :]
+    sin = jnp.sin(jnp.concatenate([ang, ang], -1))[:, :, None, :]
+    xf = x.astype(jnp.float32)
+    x1, x2 = jnp.split(xf, 2, axis=-1)
+    rot = jnp.concatenate([-x2, x1], axis=-1)
+    return (xf * cos + rot * sin).astype(x.dtype)
+
+
+class Attention(nn.Module):
+    """GQA self-attention with optional q/k RMSNorm and a functional KV cache."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_k=None, cache_v=None, cache_index=None):
+        c = self.config
+        dt, pdt = c.dtype, c.param_dtype
+        d, h, k, dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        wq = _param(self, "q_proj", (d, h, dh), ("embed", "heads", "head_dim"), pdt)
+        wk = _param(self, "k_proj", (d, k, dh), ("embed", "kv_heads", "head_dim"), pdt)
+        wv = _param(self, "v_proj", (d, k, dh), ("embed", "kv_heads", "head_dim"), pdt)
+        wo = _param(self, "o_proj", (h, dh, d), ("heads", "head_dim", "embed"), pdt)
+        q = jnp.einsum("bld,dhk->blhk", x, wq.astype(dt))
+        kk = jnp.einsum("bld,dhk->blhk", x, wk.astype(dt))
+        v = jnp.einsum("bld,dhk->blhk", x, wv.astype(dt))
+        if c.qk_norm:
+            q = RMSNorm(c.rms_norm_eps, dt, pdt, name="q_norm")(q)
+            kk = RMSNorm(c.rms_norm_eps, dt, pdt, name="k_norm")(kk)
+        q = rope(q, positions, c.rope_theta)
+        kk = rope(kk, positions, c.rope_theta)
+        q = constrain(checkpoint_name(q, "q"), ("activation_batch", "activation_length",
+                                                  "activation_heads", "activation_head_dim"))
+        kv_names = ("activation_batch", "activation_length", "activation_kv_heads",
+                    "activation_head_dim")
+        kk = constrain(checkpoint_name(kk, "k"), kv_names)
+        v = constrain(checkpoint_name(v, "v"), kv_names)
+        if cache_k is not None:
+            idx = (0, cache_index, 0, 0)
+            kk = jax.lax.dynamic_update_slice(cache_k, kk.astype(cache_k.dtype), idx)
+            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), idx)
+            new_k, new_v = kk, v
+        else:
+            new_k = new_v = None
+        b, lq = q.shape[:2]
+        g = h // k
+        qg = q.reshape(b, lq, k, g, dh)
+        scores = jnp.einsum("blkgd,bskd->bkgls", qg, kk.astype(dt),
+                            preferred_element_type=jnp.float32) * (dh ** -0.5)
+        scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        out = jnp.einsum("bkgls,bskd->blkgd", probs, v.astype(dt)).reshape(b, lq, h, dh)
+        out = checkpoint_name(out, "attn_out")
+        y = jnp.einsum("blhk,hkd->bld", out, wo.astype(dt))
+        return y, new_k, new_v
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        dt, pdt = c.dtype, c.param_dtype
+        d, f = c.hidden_size, c.intermediate_size
+        wg = _param(self, "gate_proj", (d, f), ("embed", "mlp"), pdt)
+        wu = _param(self, "up_proj", (d, f), ("embed", "mlp"), pdt)
+        wd = _param(self, "down_proj", (f, d), ("mlp", "embed"), pdt)
+        gate = jnp.einsum("bld,df->blf", x, wg.astype(dt))
+        up = jnp.einsum("bld,df->blf", x, wu.astype(dt))
+        hdn = constrain(jax.nn.silu(gate) * up,
+                        ("activation_batch", "activation_length", "activation_mlp"))
+        return jnp.einsum("blf,fd->bld", hdn, wd.astype(dt))
+
+
+_ACT = ("activation_batch", "activation_length", "activation_embed")
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)); then + mlp(norm(.)).
+
+    ``cache_kv`` is ``None`` or this layer's ``(k, v)`` cache; returns ``(x, (k, v) or None)``
+    (the carry/output signature ``nn.scan`` needs).
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_kv, cache_index):
+        c = self.config
+        ck, cv = cache_kv if cache_kv is not None else (None, None)
+        hn = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="input_norm")(x)
+        a, nk, nv = Attention(c, name="attn")(hn, positions, mask, ck, cv, cache_index)
+        x = constrain(x + a, _ACT)
+        hn = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="post_attn_norm")(x)
+        x = constrain(x + MLP(c, name="mlp")(hn), _ACT)
+        return x, (None if cache_kv is None else (nk, nv))
+
+
+def _remat_policy(name: str):
+    cp = jax.checkpoint_policies
+    return {
+        "full": cp.nothing_saveable,
+        "dots_saveable": cp.dots_saveable,
+        "dots_with_no_batch_dims_saveable": cp.dots_with_no_batch_dims_saveable,
+        "save_attn_out": cp.save_only_these_names("attn_out"),
+        "save_qkv_attn_out": cp.save_only_these_names("q", "k", "v", "attn_out"),
+    }[name]
+
+
+class Qwen3(nn.Module):
+    """The full decoder: embed → N layers → final norm → logits (float32)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, positions, segment_ids=None, cache: Optional[Cache] = None,
+                 cache_index=None, kv_mask=None):
+        c = self.config
+        dt, pdt = c.dtype, c.param_dtype
+        emb = _param(self, "embed", (c.vocab_size, c.hidden_size), ("vocab", "embed"), pdt)
+        x = constrain(jnp.take(emb, tokens, axis=0).astype(dt), _ACT)
+        b, l = tokens.shape
+        if cache is None:
+            qi = jnp.arange(l)
+            mask = jnp.broadcast_to(qi[:, None] >= qi[None, :], (b, l, l))
+            if segment_ids is not None:
+                mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+        else:
+            s = cache["k"].shape[2]
+            qslot = cache_index + jnp.arange(l)
+            mask = (jnp.arange(s)[None, :] <= qslot[:, None])[None] & kv_mask[:, None, :]
+        cls = DecoderLayer
+        if c.remat_policy != "none":
+            cls = nn.remat(cls, policy=_remat_policy(c.remat_policy),
+                           prevent_cse=not c.scan_layers)
+        new_cache = None
+        if c.scan_layers:
+            stack = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                            length=c.num_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            kv = None if cache is None else (cache["k"], cache["v"])
+            x, out_kv = stack(c, name="layers")(x, positions, mask, kv, cache_index)
+            if cache is not None:
+                new_cache = {"k": out_kv[0], "v": out_kv[1]}
+        else:
+            ks, vs = [], []
+            for i in range(c.num_layers):
+                kv = None if cache is None else (cache["k"][i], cache["v"][i])
+                x, out_kv = cls(c, name=f"layers_{i}")(x, positions, mask, kv, cache_index)
+                if out_kv is not None:
+                    ks.append(out_kv[0])
+                    vs.append(out_kv[1])
+            if cache is not None:
+                new_cache = {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+        x = RMSNorm(c.rms_norm_eps, dt, pdt, name="final_norm")(x)
+        if c.tie_word_embeddings:
+            logits = jnp.einsum("bld,vd->blv", x, emb.astype(dt),
+                                preferred_element_type=jnp.float32)
+        else:
+            head = _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"), pdt)
+            logits = jnp.einsum("bld,dv->blv", x, head.astype(dt),
+                                preferred_element_type=jnp.float32)
+        logits = constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
+        return logits, new_cache
+
+
+# ------------------------------------------------------------------ functional API
+def _dummy(config: ModelConfig):
+    tok = jnp.zeros((1, 1), jnp.int32)
+    return tok, tok
+
+
+def _boxed_init(config: ModelConfig, rng):
+    tok, pos = _dummy(config)
+    return Qwen3(config).init(rng, tok, pos)["params"]
+
+
+def abstract_params(config: ModelConfig) -> Params:
+    """ShapeDtypeStructs of the (unboxed) param tree; allocates nothing."""
+    return unbox(jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0)))
+
+
+def param_logical_axes(config: ModelConfig) -> Params:
+    """Tree (same structure as params) of ``PartitionSpec``s holding *logical* axis names."""
+    boxed = jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0))
+    return nn.get_partition_spec(boxed)
+
+
+def init_params(config: ModelConfig, rng: jax.Array, mesh=None) -> Params:
+    """Random params (normal std 0.02, norm scales 1) in ``param_dtype``.
+
+    With a ``mesh`` the params are created directly in their shards (never whole on one device).
+    """
+    fn = lambda r: unbox(_boxed_init(config, r))
+    if mesh is None:
+        return jax.jit(fn)(rng)
+    shardings = param_shardings(mesh, jax.eval_shape(functools.partial(_boxed_init, config), rng))
+    return jax.jit(fn, out_shardings=shardings)(rng)
+
+
+def param_shardings_for(config: ModelConfig, mesh) -> Params:
+    """``NamedSharding`` tree for this config's params on ``mesh`` (logical rules table)."""
+    return param_shardings(mesh, abstract_params(config), param_logical_axes(config))
+
+
+def shard_params(config: ModelConfig, params: Params, mesh) -> Params:
+    """Places an (unboxed) param tree on ``mesh`` per the logical rules table."""
+    sh = param_shardings_for(config, mesh)
+    return jax.tree.map(jax.device_put, params, sh)
+
+
+def apply(config: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
+          segment_ids: Optional[jax.Array] = None, cache: Optional[Cache] = None,
+          cache_index: Optional[jax.Array] = None, kv_mask: Optional[jax.Array] = None):
+    """Low-level call: returns ``(logits [B, L, V] float32, new_cache or None)``.
+
+    ``positions`` [B, L] int32 are the RoPE positions. Without a cache the attention is causal
+    over the L tokens (restricted to equal ``segment_ids`` when given: packing / padding). With a
+    cache see the module docstring.
+    """
+    return Qwen3(config).apply({"params": params}, tokens, positions, segment_ids, cache,
+                               cache_index, kv_mask)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(config, params, tokens, positions, segment_ids):
+    return apply(config, params, tokens, positions, segment_ids)[0]
+
+
+def forward(config: ModelConfig, params: Params, tokens: jax.Array,
+            positions: Optional[jax.Array] = None,
+            segment_ids: Optional[jax.Array] = None) -> jax.Array:
+    """Logits [B, L, V] float32 for int32 tokens [B, L]; positions default to 0..L-1 (causal)."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    return _forward(config, params, tokens, jnp.asarray(positions, jnp.int32), segment_ids)
+
+
+def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=None) -> Cache:
+    """Zeroed KV cache {'k','v'}: [num_layers, batch, max_len, num_kv_heads, head_dim]."""
+    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    dt = dtype or config.dtype
+    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}
