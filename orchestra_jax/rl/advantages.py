@@ -40,6 +40,17 @@ def _prepare(rewards: Any, mask: Any) -> tuple[Array, Array]:
     return r, m
 
 
+def _constant(r: Array, m: Array) -> Array:
+    """[...] True where all valid rewards of the group are exactly equal (or the group is empty).
+
+    Used to return exactly 0 for homogeneous groups: their float mean can be off by an ulp, which
+    would otherwise turn into a spurious ±O(1) advantage when eps is tiny.
+    """
+    hi = jnp.max(jnp.where(m, r, -jnp.inf), axis=-1, initial=-jnp.inf)
+    lo = jnp.min(jnp.where(m, r, jnp.inf), axis=-1, initial=jnp.inf)
+    return ~(hi > lo)
+
+
 def group_mean(rewards: Any, mask: Any = None) -> Array:
     """Mean over the valid slots of the last axis; shape rewards.shape[:-1]; 0 for an empty group."""
     r, m = _prepare(rewards, mask)
@@ -59,7 +70,7 @@ def group_std(rewards: Any, mask: Any = None, *, std: str = "sample") -> Array:
     mean = jnp.sum(jnp.where(m, r, 0.0), axis=-1) / jnp.maximum(n, 1)
     sq = jnp.sum(jnp.where(m, (r - mean[..., None]) ** 2, 0.0), axis=-1)
     denom = jnp.maximum(n - 1, 1) if std == "sample" else jnp.maximum(n, 1)
-    var = jnp.where(n >= 2, sq / denom, 0.0)
+    var = jnp.where((n >= 2) & ~_constant(r, m), sq / denom, 0.0)
     pos = var > 0
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, var, 1.0)), 0.0)   # NaN-free gradient at 0
 
@@ -86,7 +97,7 @@ def grpo_advantages(rewards: Any, mask: Any = None, *, std: str = "sample", eps:
         raise ValueError(f"clip must be > 0 or None, got {clip}")
     r, m = _prepare(rewards, mask)
     n = jnp.sum(m, axis=-1, keepdims=True)
-    centred = r - group_mean(r, m)[..., None]
+    centred = jnp.where(_constant(r, m)[..., None], 0.0, r - group_mean(r, m)[..., None])
     if mode == "grpo":
         s = group_std(r, m, std=std)[..., None]
         denom = s + eps

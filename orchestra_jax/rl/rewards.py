@@ -67,8 +67,8 @@ def _feature_matrix(tool_counts: Array, correct: Array, cost: Array, latency: Ar
 def _minmax_normalise(m: Array, valid: Array) -> Array:
     """Column-wise min-max over the valid rows of m [G, K]; degenerate columns and invalid rows -> 0."""
     inf = jnp.asarray(jnp.inf, m.dtype)
-    mn = jnp.min(jnp.where(valid[:, None], m, inf), axis=0)
-    mx = jnp.max(jnp.where(valid[:, None], m, -inf), axis=0)
+    mn = jnp.min(jnp.where(valid[:, None], m, inf), axis=0, initial=inf)
+    mx = jnp.max(jnp.where(valid[:, None], m, -inf), axis=0, initial=-inf)
     ok = mx > mn                                   # False for max == min and for an empty group
     lo = jnp.where(ok, mn, 0.0)
     span = jnp.where(ok, mx - mn, 1.0)
