@@ -239,3 +239,17 @@ def sample_price_sheet(rng: Union[random.Random, int], base: Optional[PriceSheet
             chosen[m] = base.price(m)
     return dataclasses.replace(base, name=f"sampled({base.name})", models=chosen,
                                source="sampled: " + ", ".join(picks))
+
+
+def episode_cost(tool_costs_usd: Sequence[float], prices: PriceSheet, *,
+                 orchestrator_model: Optional[str] = None,
+                 orchestrator_turns: Sequence[tuple[int, int]] = ()) -> float:
+    """US dollars of one episode: the tool calls' costs plus the orchestrator's own tokens
+    (``orchestrator_turns`` = per-turn ``(prompt_tokens, completion_tokens)``) at its prices."""
+    total = float(sum(tool_costs_usd))
+    if orchestrator_turns:
+        if orchestrator_model is None:
+            raise ValueError("orchestrator_turns given without orchestrator_model")
+        total += sum(prices.cost_of_llm_call(orchestrator_model, p, c)
+                     for p, c in orchestrator_turns)
+    return total

@@ -1,0 +1,413 @@
+"""The paper's meta-tools (paper_spec §2.5, §7.6) and the QA toolkit that executes them.
+
+* ``search(model)``: the chosen expert writes ``<query>…</query>`` from the context; if it fails or
+  the query is shorter than 5 characters the raw problem is the query; the query is cut to 390
+  characters and sent to the retriever (local FAISS index or Tavily web search).
+* ``enhance_reasoning(model)``: the expert writes Python in a ```python block; the last block runs
+  in the sandbox (:mod:`orchestra_jax.tools.sandbox`) and its output is returned.
+* ``answer(model)``: the expert answers; ``\\boxed{}`` (Qwen/math/Phi prompts) or ``<answer>``
+  (GPT/Llama/Claude prompts) is extracted; the call ends the episode.
+* ``call_expert(expert)``: schema only here; function-calling environments (envs/tau2) execute it.
+
+:class:`QAToolkit` bundles registry + alias mapping + expert clients + index/web + prices and runs a
+parsed call against a :class:`QAState`. Every :class:`ToolResult` carries ``cost_usd`` (expert
+tokens at the sheet's prices + search + sandbox seconds) and the wall-clock ``latency_s`` of the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from orchestra_jax.tools.aliases import (ModelDescriptions, ModelMapping, TOOL_ROLES,
+                                         alias_parameter_description, role_of)
+from orchestra_jax.tools.llm_client import ChatModel, ExpertError
+from orchestra_jax.tools.pricing import PriceSheet
+from orchestra_jax.tools.registry import Tool, ToolRegistry, ToolResult, add_usage
+from orchestra_jax.tools.retrieval import Document, LocalSearchIndex
+
+MAX_QUERY_CHARS = 390   # release: query[:390]
+MIN_QUERY_CHARS = 5     # release: shorter queries fall back to the problem text
+
+# Tool-level descriptions, verbatim from the release's tools.json (typos included).
+TOOL_DESCRIPTIONS = {
+    "search": "Search for missing information",
+    "enhance_reasoning": ("tool to enhance answer model reasoning. analyze the problem, write "
+                          "code, execute it and return intermidiate results that will help solve "
+                          "the problem"),
+    "answer": "give the final answer. Not allowed to call if documents is empty.",
+    "call_expert": ("Hand the current turn to an expert agent: the expert sees the whole "
+                    "conversation and the domain tools, and its message or tool call is taken as "
+                    "your action. Call it when you are not confident; choose the expert by the "
+                    "task difficulty and the cost."),
+}
+TOOL_CATEGORIES = {"search": "basic", "enhance_reasoning": "specialist", "answer": "generalist",
+                   "call_expert": "generalist"}
+ARG_NAME = {"search": "model", "enhance_reasoning": "model", "answer": "model",
+            "call_expert": "expert"}
+
+# Expert prompts (paraphrases of the release, paper_spec §7.6). {context} may be empty.
+SEARCH_PROMPT = ("{context}Question: {problem}\n\nInstead of directly answering the question, "
+                 "please write a query to search for a piece of relevant and missing information. "
+                 "The query should be a few key words about the information to search or a short "
+                 "sentence. Wrap the query within <query> and </query>.")
+REASONER_PROMPT = ("{context}Question: {problem}\n\nInstead of directly answering the question, "
+                   "please write additional python code that will give intermediate results "
+                   "after execution. Wrap the code within ```python and ```. The code should be "
+                   "self-contained with all the import and initialization.")
+ANSWER_PROMPT_BOXED = ("{context}Problem: {problem}\n\nPlease reason step by step, and put your "
+                       "final answer within \\boxed{{}}.")
+ANSWER_PROMPT_TAGS = ("{context}Problem: {problem}\n\nThink hard about the problem. Wrap the "
+                      "thinking process and explanation between <think> and </think> and wrap only "
+                      "the exact answer without any explanation within <answer> and </answer>.")
+
+
+# ---------------------------------------------------------------------------- text extraction
+
+def strip_thinking(text: str) -> str:
+    """Text after the last ``</think>`` (the whole text when there is none)."""
+    if "</think>" in text:
+        return text.rsplit("</think>", 1)[1]
+    return text
+
+
+def extract_query(text: str) -> Optional[str]:
+    """The last ``<query>…</query>`` (stripped), or None when missing/shorter than 5 chars."""
+    found = re.findall(r"<query>(.*?)</query>", strip_thinking(text or ""), flags=re.S)
+    if not found:
+        return None
+    q = found[-1].strip()
+    return q if len(q) >= MIN_QUERY_CHARS else None
+
+
+def extract_python(text: str) -> Optional[str]:
+    """The last fenced ```python (or ```py) block, or None."""
+    blocks = re.findall(r"```(?:python|py)[ \t]*\n(.*?)```", strip_thinking(text or ""), flags=re.S)
+    if not blocks:
+        return None
+    code = blocks[-1].strip("\n")
+    return code if code.strip() else None
+
+
+def last_boxed(text: str) -> Optional[str]:
+    """Content of the last ``\\boxed{...}`` with balanced braces, or None."""
+    i = text.rfind("\\boxed")
+    while i >= 0:
+        j = i + len("\\boxed")
+        while j < len(text) and text[j] == " ":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            depth, k = 0, j
+            while k < len(text):
+                if text[k] == "{":
+                    depth += 1
+                elif text[k] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[j + 1:k].strip()
+                k += 1
+        i = text.rfind("\\boxed", 0, i)
+    return None
+
+
+def extract_answer(text: str) -> tuple[str, str]:
+    """(answer, how): the last ``\\boxed{}``, else the last ``<answer>…</answer>``, else the raw
+    text after thinking (``how`` is ``boxed`` | ``answer_tag`` | ``raw``)."""
+    body = strip_thinking(text or "")
+    b = last_boxed(body)
+    if b is not None:
+        return b, "boxed"
+    tags = re.findall(r"<answer>(.*?)</answer>", body, flags=re.S)
+    if tags:
+        return tags[-1].strip(), "answer_tag"
+    return body.strip(), "raw"
+
+
+def answer_style(model: str) -> str:
+    """``boxed`` for Qwen/math/Phi models, ``tags`` for GPT/Llama/Claude/Nemotron/others."""
+    m = model.lower()
+    return "boxed" if any(k in m for k in ("qwen", "math", "phi")) else "tags"
+
+
+# ---------------------------------------------------------------------------- state
+
+@dataclasses.dataclass
+class QAState:
+    """What a QA episode has gathered so far (the release rebuilt its prompt from this)."""
+
+    problem: str
+    documents: list[Document] = dataclasses.field(default_factory=list)
+    code_snippets: list[dict] = dataclasses.field(default_factory=list)  # {"code", "output"}
+    attempts: list[dict] = dataclasses.field(default_factory=list)       # {"alias", "model", "answer"}
+    answer: Optional[str] = None
+    done: bool = False
+
+    def add_documents(self, docs: Sequence[Document]) -> list[Document]:
+        """Adds documents not already present (by id); returns the new ones."""
+        have = {d.id for d in self.documents}
+        new = [d for d in docs if d.id not in have]
+        self.documents.extend(new)
+        return new
+
+    def render_context(self, doc_chars: int = 1200, max_chars: Optional[int] = None) -> str:
+        """``Documents:``/code/attempts blocks; keeps the tail when over ``max_chars``."""
+        parts = []
+        if self.documents:
+            parts.append("Documents:\n" + "\n".join(
+                f"Doc {i}: {d.render(doc_chars)}" for i, d in enumerate(self.documents, 1)))
+        for s in self.code_snippets:
+            parts.append(f"```python\n{s['code']}\n```\n```output\n{s['output']}\n```")
+        for i, a in enumerate(self.attempts, 1):
+            parts.append(f"Attempt{i} answer by {a['alias']}: {a['answer']}")
+        text = "\n\n".join(parts)
+        if max_chars is not None and len(text) > max_chars:
+            text = text[-max_chars:]
+        return text
+
+
+# ---------------------------------------------------------------------------- schemas
+
+def meta_tool(name: str, mapping: ModelMapping, prices: PriceSheet,
+              descriptions: ModelDescriptions) -> Tool:
+    """The ``Tool`` for a meta-tool, its enum/description built from the episode's mapping."""
+    if name not in TOOL_ROLES:
+        raise KeyError(f"unknown meta-tool {name!r}; meta-tools: {list(TOOL_ROLES)}")
+    text, aliases = alias_parameter_description(name, mapping, prices, descriptions)
+    arg = ARG_NAME[name]
+    params = {"properties": {arg: {"description": text, "type": "string", "enum": aliases}},
+              "required": [arg], "title": "parameters", "type": "object"}
+    return Tool(name=name, description=TOOL_DESCRIPTIONS[name], parameters=params,
+                category=TOOL_CATEGORIES[name])
+
+
+def call_expert_tool(mapping: ModelMapping, prices: PriceSheet,
+                     descriptions: Optional[ModelDescriptions] = None) -> Tool:
+    """``call_expert(expert ∈ mapped expert-*)`` for function-calling tasks (execution in envs)."""
+    return meta_tool("call_expert", mapping, prices, descriptions or ModelDescriptions.load())
+
+
+# ---------------------------------------------------------------------------- toolkit
+
+@dataclasses.dataclass
+class QAToolkitConfig:
+    """Knobs of the QA meta-tools (units in names; chars are Python characters).
+
+    search_backend: ``local`` (FAISS index), ``web`` (Tavily) or ``local_then_web`` (web when
+    fewer than ``min_local_docs`` local hits score at least ``min_local_score``).
+    """
+
+    tools: tuple[str, ...] = ("search", "enhance_reasoning", "answer")
+    search_backend: str = "local"
+    top_k_docs: int = 5
+    min_local_docs: int = 3
+    min_local_score: float = 0.1
+    doc_chars: int = 1200
+    expert_context_chars: int = 48_000
+    search_max_tokens: int = 512
+    reasoner_max_tokens: int = 4096
+    answer_max_tokens: int = 4096
+    expert_temperature: float = 0.0
+    sandbox_timeout_s: float = 60.0
+    sandbox_memory_mb: int = 1024
+    max_observation_chars: int = 6000
+    allow_unisolated_sandbox: bool = False
+
+    def __post_init__(self):
+        if self.search_backend not in ("local", "web", "local_then_web"):
+            raise ValueError(f"search_backend must be local | web | local_then_web, "
+                             f"got {self.search_backend!r}")
+        bad = [t for t in self.tools if t not in ("search", "enhance_reasoning", "answer")]
+        if bad:
+            raise ValueError(f"unknown QA meta-tools {bad}")
+
+
+class QAToolkit:
+    """Executes ``search`` / ``enhance_reasoning`` / ``answer`` calls against a :class:`QAState`.
+
+    Args:
+      mapping: alias -> concrete model for this episode.
+      experts: concrete model name -> :class:`ChatModel` (e.g. ``build_expert_clients(...)``).
+      prices: price sheet used for expert tokens, search and sandbox seconds.
+      index: local search index (needed for ``local``/``local_then_web`` search).
+      web: a :class:`~orchestra_jax.tools.web_search.TavilyClient` (needed for web search).
+      descriptions: alias descriptions (default ``configs/model_descriptions.json``).
+      count_tokens: tokenizer for pricing local-search queries (default: the index's embedder).
+    """
+
+    def __init__(self, *, mapping: ModelMapping, experts: Mapping[str, ChatModel],
+                 prices: PriceSheet, index: Optional[LocalSearchIndex] = None, web: Any = None,
+                 descriptions: Optional[ModelDescriptions] = None,
+                 config: Optional[QAToolkitConfig] = None,
+                 count_tokens: Optional[Callable[[str], int]] = None):
+        self.mapping = mapping
+        self.experts = experts
+        self.prices = prices
+        self.index = index
+        self.web = web
+        self.config = config or QAToolkitConfig()
+        self.descriptions = descriptions or ModelDescriptions.load()
+        self.count_tokens = count_tokens
+        if self.config.search_backend != "web" and "search" in self.config.tools and index is None:
+            raise ValueError("search_backend uses the local index but no index was given")
+        if self.config.search_backend != "local" and "search" in self.config.tools and web is None:
+            raise ValueError("search_backend uses web search but no web client was given")
+        self.registry = ToolRegistry(meta_tool(t, mapping, prices, self.descriptions)
+                                     for t in self.config.tools)
+
+    # ---- what the policy sees --------------------------------------------------------------
+    @property
+    def tool_names(self) -> list[str]:
+        """Order of the tool-count vector: every offered alias, tool by tool."""
+        out = []
+        for t in self.registry.names():
+            out.extend(self.registry.get(t).parameters["properties"][ARG_NAME[t]]["enum"])
+        return out
+
+    def openai_tools(self, *, include_enum: bool = True) -> list[dict]:
+        return self.registry.to_openai_tools(include_enum=include_enum)
+
+    def count_key(self, call: Mapping[str, Any]) -> Optional[str]:
+        """The ``tool_names`` entry a valid call counts toward (its alias), else None."""
+        try:
+            alias = call["arguments"][ARG_NAME[call["name"]]]
+        except (KeyError, TypeError):
+            return None
+        return alias if alias in self.tool_names else None
+
+    # ---- execution -------------------------------------------------------------------------
+    async def execute(self, call: Mapping[str, Any], state: QAState) -> ToolResult:
+        """Runs one parsed call; never raises. Updates ``state`` (documents, code, answer)."""
+        t0 = time.perf_counter()
+        errors = self.registry.validate_call(dict(call) if isinstance(call, Mapping) else call)
+        if errors:
+            return ToolResult.failure("; ".join(errors), latency_s=time.perf_counter() - t0)
+        name = call["name"]
+        alias = call["arguments"][ARG_NAME[name]]
+        model = self.mapping.model_of(alias)
+        try:
+            if name == "search":
+                result = await self._search(alias, model, state)
+            elif name == "enhance_reasoning":
+                result = await self._reason(alias, model, state)
+            else:
+                result = await self._answer(alias, model, state)
+        except ExpertError as e:
+            result = ToolResult.failure(f"{alias} is unavailable: {e}")
+        except Exception as e:  # noqa: BLE001 - any tool failure is an observation
+            result = ToolResult.failure(f"{name} failed: {type(e).__name__}: {e}")
+        result.latency_s = time.perf_counter() - t0
+        result.extra.update({"tool": name, "alias": alias, "model": model})
+        return result
+
+    def _expert(self, model: str) -> ChatModel:
+        try:
+            return self.experts[model]
+        except KeyError:
+            raise ExpertError(f"no client configured for model {model!r}") from None
+
+    def _context(self, state: QAState) -> str:
+        ctx = state.render_context(self.config.doc_chars, self.config.expert_context_chars)
+        return ctx + "\n\n" if ctx else ""
+
+    async def _ask(self, model: str, prompt: str, max_tokens: int, usage: dict) -> tuple[str, float]:
+        """(text, cost_usd) of one expert call; usage accumulated in place."""
+        resp = await self._expert(model).chat([{"role": "user", "content": prompt}],
+                                              max_tokens=max_tokens,
+                                              temperature=self.config.expert_temperature)
+        add_usage(usage, model, resp.prompt_tokens, resp.completion_tokens)
+        return resp.text, self.prices.cost_of_llm_call(model, resp.prompt_tokens,
+                                                       resp.completion_tokens)
+
+    def _cut(self, text: str) -> str:
+        n = self.config.max_observation_chars
+        return text if len(text) <= n else text[:n] + f"\n[... {len(text) - n} more characters]"
+
+    async def _search(self, alias: str, model: str, state: QAState) -> ToolResult:
+        usage: dict = {}
+        llm_usd, expert_error = 0.0, None
+        prompt = SEARCH_PROMPT.format(context=self._context(state), problem=state.problem)
+        try:
+            text, llm_usd = await self._ask(model, prompt, self.config.search_max_tokens, usage)
+            query = extract_query(text)
+            source = "expert" if query else "fallback_problem"
+        except ExpertError as e:
+            query, source, expert_error = None, "fallback_expert_error", str(e)
+        query = (query or state.problem)[:MAX_QUERY_CHARS]
+        k = self.config.top_k_docs
+        backend, search_usd, docs = self.config.search_backend, 0.0, []
+        query_tokens = 0
+        if backend in ("local", "local_then_web"):
+            docs = await asyncio.to_thread(self.index.search, query, k)
+            counter = self.count_tokens or self.index.count_tokens
+            query_tokens = int(counter(query))
+            search_usd += self.prices.cost_of_local_search(query_tokens)
+            good = [d for d in docs if d.score >= self.config.min_local_score]
+            if backend == "local_then_web" and len(good) < self.config.min_local_docs:
+                backend = "web"
+                docs = good
+        if backend == "web":
+            res = await self.web.search(query, k)
+            search_usd += self.prices.cost_of_search(len(res.documents))
+            docs = list(docs) + list(res.documents)
+        new = state.add_documents(docs)
+        if new:
+            lines = [f"Doc {len(state.documents) - len(new) + i}: {d.render(self.config.doc_chars)}"
+                     for i, d in enumerate(new, 1)]
+            obs = f"Search query: {query}\nFound {len(new)} new document(s):\n" + "\n".join(lines)
+        else:
+            obs = f"Search query: {query}\nNo new documents found."
+        extra = {"query": query, "query_source": source, "n_docs": len(docs),
+                 "n_new_docs": len(new), "search_backend": backend, "query_tokens": query_tokens,
+                 "doc_ids": [d.id for d in docs],
+                 "cost_breakdown": {"llm_usd": llm_usd, "search_usd": search_usd,
+                                    "sandbox_usd": 0.0}}
+        if expert_error:
+            extra["expert_error"] = expert_error
+        return ToolResult(observation=self._cut(obs), cost_usd=llm_usd + search_usd, usage=usage,
+                          extra=extra)
+
+    async def _reason(self, alias: str, model: str, state: QAState) -> ToolResult:
+        from orchestra_jax.tools.sandbox import SandboxUnavailable, arun_python
+        usage: dict = {}
+        prompt = REASONER_PROMPT.format(context=self._context(state), problem=state.problem)
+        text, llm_usd = await self._ask(model, prompt, self.config.reasoner_max_tokens, usage)
+        code = extract_python(text)
+        breakdown = {"llm_usd": llm_usd, "search_usd": 0.0, "sandbox_usd": 0.0}
+        if code is None:
+            return ToolResult(observation=f"{alias} wrote no ```python block; nothing was executed.",
+                              cost_usd=llm_usd, usage=usage,
+                              extra={"executed": False, "cost_breakdown": breakdown})
+        try:
+            sb = await arun_python(code, timeout_s=self.config.sandbox_timeout_s,
+                                   memory_mb=self.config.sandbox_memory_mb,
+                                   allow_unisolated=self.config.allow_unisolated_sandbox)
+        except SandboxUnavailable as e:
+            return ToolResult(observation=f"Error: the code interpreter is unavailable: {e}",
+                              ok=False, error=str(e), cost_usd=llm_usd, usage=usage,
+                              extra={"executed": False, "code": code, "cost_breakdown": breakdown})
+        output = sb.format_observation()
+        state.code_snippets.append({"code": code, "output": output})
+        breakdown["sandbox_usd"] = self.prices.cost_of_sandbox(sb.duration_s)
+        obs = f"```python\n{code}\n```\nExecution output:\n{output}"
+        return ToolResult(observation=self._cut(obs), cost_usd=llm_usd + breakdown["sandbox_usd"],
+                          usage=usage,
+                          extra={"executed": True, "code": code, "returncode": sb.returncode,
+                                 "timed_out": sb.timed_out, "sandbox_seconds": sb.duration_s,
+                                 "sandbox_isolated": sb.isolated, "cost_breakdown": breakdown})
+
+    async def _answer(self, alias: str, model: str, state: QAState) -> ToolResult:
+        usage: dict = {}
+        template = ANSWER_PROMPT_BOXED if answer_style(model) == "boxed" else ANSWER_PROMPT_TAGS
+        prompt = template.format(context=self._context(state), problem=state.problem)
+        text, llm_usd = await self._ask(model, prompt, self.config.answer_max_tokens, usage)
+        answer, how = extract_answer(text)
+        state.attempts.append({"alias": alias, "model": model, "answer": answer})
+        state.answer, state.done = answer, True
+        return ToolResult(observation=self._cut(f"Answer by {alias}: {answer}"), cost_usd=llm_usd,
+                          usage=usage, done=True, answer=answer,
+                          extra={"answer_format": how, "response": text,
+                                 "cost_breakdown": {"llm_usd": llm_usd, "search_usd": 0.0,
+                                                    "sandbox_usd": 0.0}})
