@@ -1,0 +1,385 @@
+"""tau2-bench's task evaluator (v0.1.3 semantics) over our dict databases.
+
+Reward of one episode = product of the components in the task's ``reward_basis``
+(default ``["DB", "COMMUNICATE"]``):
+
+* ``DB`` — the episode's tool calls are replayed on a fresh DB copy and the task's gold
+  ``evaluation_criteria.actions`` on another; 1 iff the SHA-256 of the canonical JSON
+  (sorted keys) of both (agent DB and user DB) is equal. With no gold actions *and* no env
+  assertions (``None``), tau2 counts DB as matched.
+* ``ENV_ASSERTION`` — each ``env_assertions`` entry (a domain assertion function) holds on
+  the replayed episode DB.
+* ``ACTION`` — every gold action is matched by some episode call with the same name and equal
+  arguments, restricted to the action's ``compare_args`` when given (all the call's arguments
+  otherwise).
+* ``COMMUNICATE`` — every ``communicate_info`` string, lower-cased with commas removed, is a
+  substring of some agent message (lower-cased, commas removed). (tau2 removes commas only
+  from the message; removing them from both never rejects what tau2 accepts.)
+* ``NL_ASSERTION`` — judged by an injectable judge (``nl_judge``); when no judge is given the
+  component is skipped (not counted) and a note says so.
+
+Episodes ending with ``termination_reason`` ``max_steps`` / ``too_many_errors`` score 0, as in
+tau2. Initial state (``initialization_data.agent_data`` deep-merged into the DB,
+``initialization_actions`` run, ``message_history`` tool calls replayed) is applied to both
+copies; calls in the history also count as episode calls and its assistant texts as messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
+
+from orchestra_jax.envs.tau2.domain import Domain
+from orchestra_jax.envs.tau2.toolset import ToolCallResult
+
+__all__ = ["RewardInfo", "canonical_json", "db_hash", "replay", "evaluate", "evaluate_async",
+           "evaluate_actions", "pass_hat_k", "DEFAULT_REWARD_BASIS", "REWARD_TYPES",
+           "NLJudge", "LLMNLJudge", "apply_initial_state"]
+
+REWARD_TYPES = ("DB", "ENV_ASSERTION", "ACTION", "COMMUNICATE", "NL_ASSERTION")
+DEFAULT_REWARD_BASIS = ("DB", "COMMUNICATE")
+PREMATURE_TERMINATIONS = ("max_steps", "too_many_errors")
+
+# (assertions, conversation [{"role","content"}], task) -> one bool per assertion
+NLJudge = Callable[[list[str], list[dict], dict], Union[Sequence[bool], Awaitable[Sequence[bool]]]]
+
+
+@dataclasses.dataclass
+class RewardInfo:
+    """Everything the evaluator found; ``reward`` is in [0, 1]."""
+
+    reward: float
+    reward_basis: list[str]
+    breakdown: dict[str, float] = dataclasses.field(default_factory=dict)
+    db_match: Optional[bool] = None
+    gold_db_hash: str = ""
+    predicted_db_hash: str = ""
+    action_checks: list[dict] = dataclasses.field(default_factory=list)
+    communicate_checks: list[dict] = dataclasses.field(default_factory=list)
+    env_assertion_checks: list[dict] = dataclasses.field(default_factory=list)
+    nl_assertion_checks: list[dict] = dataclasses.field(default_factory=list)
+    gold_errors: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def db_hash(db: Any) -> str:
+    """SHA-256 hex digest of the canonical JSON of ``db``."""
+    return hashlib.sha256(canonical_json(db).encode("utf-8")).hexdigest()
+
+
+def _deep_merge(target: dict, update: Mapping) -> None:
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(target.get(k), dict):
+            _deep_merge(target[k], v)
+        else:
+            target[k] = json.loads(json.dumps(v))
+
+
+def _call(domain: Domain, db: dict, user_db: Optional[dict], name: str, arguments: Any,
+          requestor: str = "assistant") -> ToolCallResult:
+    if requestor == "user":
+        if user_db is None or len(domain.user_tools) == 0:
+            return ToolCallResult(name, arguments if isinstance(arguments, dict) else {},
+                                  "Error: this domain has no user tools", False,
+                                  "this domain has no user tools")
+        return domain.user_tools.execute(user_db, name, arguments)
+    return domain.tools.execute(db, name, arguments)
+
+
+def _history_calls(message_history: Sequence[Mapping]) -> list[dict]:
+    calls = []
+    for m in message_history or ():
+        for tc in m.get("tool_calls") or ():
+            calls.append({"name": tc.get("name"), "arguments": tc.get("arguments") or {},
+                          "requestor": "user" if m.get("role") == "user" else "assistant"})
+    return calls
+
+
+def apply_initial_state(domain: Domain, db: dict, user_db: Optional[dict],
+                        initial_state: Optional[Mapping]) -> None:
+    """Apply a task's ``initial_state`` (data merge + initialization actions + history calls).
+
+    A failing initialization action is a broken task: ``ValueError`` naming it.
+    """
+    if not initial_state:
+        return
+    data = initial_state.get("initialization_data") or {}
+    if data.get("agent_data"):
+        _deep_merge(db, data["agent_data"])
+    if data.get("user_data"):
+        if user_db is None:
+            raise ValueError(f"task sets user_data but domain {domain.name!r} has no user DB")
+        _deep_merge(user_db, data["user_data"])
+    for act in initial_state.get("initialization_actions") or ():
+        res = _call(domain, db, user_db, act.get("func_name"), act.get("arguments") or {},
+                    act.get("env_type", "assistant"))
+        if not res.ok:
+            raise ValueError(f"initialization action {act.get('func_name')} failed: {res.error}")
+    for c in _history_calls(initial_state.get("message_history") or ()):
+        _call(domain, db, user_db, c["name"], c["arguments"], c["requestor"])
+
+
+def replay(domain: Domain, actions: Sequence[Mapping], *,
+           initial_state: Optional[Mapping] = None) -> tuple[dict, Optional[dict],
+                                                             list[ToolCallResult]]:
+    """Fresh DB (+ user DB) → initial state → ``actions`` in order. Returns (db, user_db, results)."""
+    db = domain.fresh_db()
+    user_db = json.loads(json.dumps(domain.user_db)) if domain.user_db is not None else None
+    apply_initial_state(domain, db, user_db, initial_state)
+    results = [_call(domain, db, user_db, a.get("name"), a.get("arguments") or {},
+                     a.get("requestor") or "assistant") for a in actions]
+    return db, user_db, results
+
+
+def _norm(text: str) -> str:
+    return text.lower().replace(",", "")
+
+
+def _action_matches(gold: Mapping, call: Mapping) -> bool:
+    if gold.get("name") != call.get("name"):
+        return False
+    if (gold.get("requestor") or "assistant") != (call.get("requestor") or "assistant"):
+        return False
+    call_args = call.get("arguments") or {}
+    compare = gold.get("compare_args")
+    keys = list(call_args.keys()) if compare is None else list(compare)
+    if not keys:
+        return True
+    gold_args = gold.get("arguments") or {}
+    return ({k: v for k, v in call_args.items() if k in keys}
+            == {k: v for k, v in gold_args.items() if k in keys})
+
+
+def _reward_basis(criteria: Mapping) -> list[str]:
+    basis = criteria.get("reward_basis")
+    basis = list(DEFAULT_REWARD_BASIS) if basis is None else [str(b).upper() for b in basis]
+    unknown = [b for b in basis if b not in REWARD_TYPES]
+    if unknown:
+        raise ValueError(f"unknown reward_basis entries {unknown}; known: {list(REWARD_TYPES)}")
+    return basis
+
+
+def _evaluate_core(domain: Domain, task: Mapping, actions: Sequence[Mapping],
+                   agent_messages: Sequence[str], termination_reason: Optional[str]) -> RewardInfo:
+    criteria = task.get("evaluation_criteria")
+    if criteria is None:
+        return RewardInfo(1.0, [], notes=["task has no evaluation criteria"])
+    basis = _reward_basis(criteria)
+    if termination_reason in PREMATURE_TERMINATIONS:
+        return RewardInfo(0.0, basis, notes=[f"terminated prematurely: {termination_reason}"])
+    initial_state = task.get("initial_state") or {}
+    history = initial_state.get("message_history") or []
+    all_calls = _history_calls(history) + [
+        {"name": a.get("name"), "arguments": a.get("arguments") or {},
+         "requestor": a.get("requestor") or "assistant"} for a in actions]
+    messages = [m.get("content") or "" for m in history if m.get("role") == "assistant"]
+    messages += [m for m in agent_messages if isinstance(m, str)]
+    info = RewardInfo(1.0, basis)
+
+    gold_actions = criteria.get("actions")
+    env_assertions = criteria.get("env_assertions")
+    if {"DB", "ENV_ASSERTION"} & set(basis):
+        pred_db, pred_user, _ = replay(domain, actions, initial_state=initial_state)
+        if gold_actions is None and env_assertions is None:
+            info.db_match = True
+            info.notes.append("no gold actions or env assertions: DB counted as matched")
+        else:
+            gold_db, gold_user, gold_results = replay(domain, gold_actions or [],
+                                                      initial_state=initial_state)
+            info.gold_errors = [f"{r.name}: {r.error}" for r in gold_results if not r.ok]
+            info.gold_db_hash = db_hash([gold_db, gold_user])
+            info.predicted_db_hash = db_hash([pred_db, pred_user])
+            info.db_match = info.gold_db_hash == info.predicted_db_hash
+        env_reward = 1.0
+        for a in env_assertions or ():
+            try:
+                target_db = pred_user if a.get("env_type") == "user" else pred_db
+                tools = domain.user_tools if a.get("env_type") == "user" else domain.tools
+                met = tools.run_assertion(target_db, a["func_name"], a.get("arguments") or {})
+            except Exception as e:  # an assertion that cannot run is not met
+                met = False
+                info.notes.append(f"env assertion {a.get('func_name')} failed to run: {e}")
+            info.env_assertion_checks.append({"assertion": a, "met": met})
+            env_reward *= 1.0 if met else 0.0
+        if "DB" in basis:
+            info.breakdown["DB"] = 1.0 if info.db_match else 0.0
+        if "ENV_ASSERTION" in basis:
+            info.breakdown["ENV_ASSERTION"] = env_reward
+
+    if "ACTION" in basis:
+        for gold in gold_actions or ():
+            matched = any(_action_matches(gold, c) for c in all_calls)
+            info.action_checks.append({"action": dict(gold), "matched": matched})
+        info.breakdown["ACTION"] = 1.0 if all(c["matched"] for c in info.action_checks) else 0.0
+
+    if "COMMUNICATE" in basis:
+        normed = [_norm(m) for m in messages]
+        for s in criteria.get("communicate_info") or ():
+            met = any(_norm(str(s)) in m for m in normed)
+            info.communicate_checks.append({"info": s, "met": met})
+        info.breakdown["COMMUNICATE"] = (
+            1.0 if all(c["met"] for c in info.communicate_checks) else 0.0)
+    return info
+
+
+def _premature(info: RewardInfo) -> bool:
+    return any(n.startswith("terminated prematurely") for n in info.notes)
+
+
+def _finish(info: RewardInfo, task: Mapping, verdicts: Optional[Sequence[bool]],
+            judged: bool) -> RewardInfo:
+    criteria = task.get("evaluation_criteria") or {}
+    if "NL_ASSERTION" in info.reward_basis and not _premature(info):
+        assertions = list(criteria.get("nl_assertions") or [])
+        if not judged:
+            info.notes.append("NL_ASSERTION in reward basis but no nl_judge given: skipped")
+        elif assertions:
+            if verdicts is None or len(verdicts) != len(assertions):
+                raise ValueError(f"nl_judge returned {verdicts!r} for {len(assertions)} assertions")
+            info.nl_assertion_checks = [{"assertion": a, "met": bool(v)}
+                                        for a, v in zip(assertions, verdicts)]
+            info.breakdown["NL_ASSERTION"] = 1.0 if all(verdicts) else 0.0
+    reward = 1.0
+    for v in info.breakdown.values():
+        reward *= v
+    if _premature(info):
+        reward = 0.0
+    info.reward = reward
+    return info
+
+
+def _conversation(agent_messages: Sequence[str], conversation: Optional[Sequence[dict]]):
+    if conversation is not None:
+        return [dict(m) for m in conversation]
+    return [{"role": "assistant", "content": m} for m in agent_messages]
+
+
+def _needs_judge(info: RewardInfo, task: Mapping, nl_judge: Optional[NLJudge]) -> bool:
+    criteria = task.get("evaluation_criteria") or {}
+    return (nl_judge is not None and "NL_ASSERTION" in info.reward_basis
+            and bool(criteria.get("nl_assertions"))
+            and not _premature(info))
+
+
+def evaluate(domain: Domain, task: Mapping, actions: Sequence[Mapping],
+             agent_messages: Sequence[str], *, nl_judge: Optional[NLJudge] = None,
+             conversation: Optional[Sequence[dict]] = None,
+             termination_reason: Optional[str] = None) -> RewardInfo:
+    """Score an episode: ``actions`` = executed tool calls ``{"name","arguments"}`` in call
+    order, ``agent_messages`` = the agent's texts to the user. ``nl_judge`` must be synchronous
+    here (use :func:`evaluate_async` for an async judge)."""
+    info = _evaluate_core(domain, task, actions, agent_messages, termination_reason)
+    verdicts = None
+    if _needs_judge(info, task, nl_judge):
+        verdicts = nl_judge(list(task["evaluation_criteria"]["nl_assertions"]),
+                            _conversation(agent_messages, conversation), dict(task))
+        if inspect.isawaitable(verdicts):
+            if hasattr(verdicts, "close"):
+                verdicts.close()
+            raise TypeError("nl_judge is async: call evaluate_async instead of evaluate")
+    return _finish(info, task, verdicts, nl_judge is not None)
+
+
+async def evaluate_async(domain: Domain, task: Mapping, actions: Sequence[Mapping],
+                         agent_messages: Sequence[str], *, nl_judge: Optional[NLJudge] = None,
+                         conversation: Optional[Sequence[dict]] = None,
+                         termination_reason: Optional[str] = None) -> RewardInfo:
+    """:func:`evaluate` with a sync or async ``nl_judge``."""
+    info = _evaluate_core(domain, task, actions, agent_messages, termination_reason)
+    verdicts = None
+    if _needs_judge(info, task, nl_judge):
+        verdicts = nl_judge(list(task["evaluation_criteria"]["nl_assertions"]),
+                            _conversation(agent_messages, conversation), dict(task))
+        if inspect.isawaitable(verdicts):
+            verdicts = await verdicts
+    return _finish(info, task, verdicts, nl_judge is not None)
+
+
+def evaluate_actions(domain: Domain, task: Mapping, actions: Sequence[Mapping],
+                     agent_messages: Sequence[str], **kwargs: Any) -> float:
+    """The episode reward in [0, 1] (see :func:`evaluate`)."""
+    return evaluate(domain, task, actions, agent_messages, **kwargs).reward
+
+
+def pass_hat_k(rewards_per_task_trials: Union[Mapping[Any, Sequence[float]],
+                                              Sequence[Sequence[float]]], k: int) -> float:
+    """tau2's pass^k: mean over tasks of C(c, k) / C(n, k), with n trials and c successes
+    (reward within 1e-6 of 1). Every task needs at least ``k`` trials."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    groups = (list(rewards_per_task_trials.values()) if isinstance(rewards_per_task_trials, Mapping)
+              else list(rewards_per_task_trials))
+    if not groups:
+        raise ValueError("no tasks given")
+    total = 0.0
+    for trials in groups:
+        n = len(trials)
+        if n < k:
+            raise ValueError(f"a task has {n} trials < k={k}")
+        c = sum(1 for r in trials if abs(float(r) - 1.0) <= 1e-6)
+        total += math.comb(c, k) / math.comb(n, k)
+    return total / len(groups)
+
+
+_JUDGE_SYSTEM = """TASK
+- You will be given a list of expected outcomes and a conversation that was collected during a test case run.
+- The conversation is between an agent and a customer.
+- Your job is to evaluate whether the agent satisfies each of the expected outcomes.
+- Grade each expected outcome individually.
+
+FORMAT
+- Your response should be a JSON object with the following fields:
+- `reasoning`: a short explanation for your classification
+- `metExpectation`: `true` if the agent satisfies the expected outcomes, `false` otherwise
+- `expectedOutcome`: repeat the expectation from the input that you are grading
+
+Example response structure:
+{
+    "results": [
+        {
+            "expectedOutcome": "<one of the expected outcomes from the input>",
+            "reasoning": "<reasoning trace>",
+            "metExpectation": <false or true>
+        }
+    ]
+}"""
+
+
+class LLMNLJudge:
+    """tau2's NL-assertion judge prompt over any ChatModel-like ``async chat(messages, ...)``.
+
+    Unparsable judge output counts every assertion as not met (and is kept in ``last_raw``).
+    """
+
+    def __init__(self, chat_model: Any, *, max_tokens: int = 2048, temperature: float = 0.0):
+        self.chat_model = chat_model
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.last_raw = ""
+
+    async def __call__(self, assertions: list[str], conversation: list[dict],
+                       task: dict) -> list[bool]:
+        convo = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in conversation)
+        user = f"conversation:\n{convo}\n\nexpectedOutcomes:\n{assertions}"
+        resp = await self.chat_model.chat(
+            [{"role": "system", "content": _JUDGE_SYSTEM}, {"role": "user", "content": user}],
+            max_tokens=self.max_tokens, temperature=self.temperature)
+        self.last_raw = getattr(resp, "text", None) or ""
+        text = self.last_raw
+        try:
+            start, end = text.index("{"), text.rindex("}") + 1
+            results = json.loads(text[start:end])["results"]
+            verdicts = [bool(r.get("metExpectation")) for r in results]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return [False] * len(assertions)
+        if len(verdicts) != len(assertions):
+            return [False] * len(assertions)
+        return verdicts

@@ -1,0 +1,240 @@
+"""Function tools over a JSON database, the way tau2-bench exposes them.
+
+A :class:`FunctionTool` is a name, a description, a JSON-schema ``parameters`` object (the
+OpenAI/Qwen ``tools`` format) and a plain python function ``fn(db, **arguments)`` that reads or
+mutates ``db`` (a nested ``dict`` loaded from the domain's ``db.json``/``db.toml``).
+
+A :class:`ToolSet` executes calls the way tau2's ``Environment.get_response`` does:
+
+* the result is serialised to a string observation (``str`` results verbatim, everything else
+  ``json.dumps``-ed; numbers become ``str(x)``);
+* any failure — unknown tool, arguments that do not match the schema, a domain rule the tool
+  enforces (unknown user, wrong order status, insufficient balance, …) — becomes the observation
+  ``"Error: <message>"`` with ``ok=False``; nothing raises out of :meth:`ToolSet.execute`.
+
+Tool functions signal domain errors by raising :class:`ToolError` (``ValueError`` and
+``KeyError``/``TypeError`` are also caught and reported, so a buggy argument can never crash an
+episode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import jsonschema
+
+__all__ = ["ToolError", "FunctionTool", "ToolSet", "ToolCallResult", "to_observation"]
+
+# tau2 ToolType values.
+READ, WRITE, GENERIC, THINK = "read", "write", "generic", "think"
+
+
+class ToolError(ValueError):
+    """A domain rule rejected the call; the message becomes ``"Error: <message>"``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionTool:
+    """One callable tool.
+
+    ``fn(db, **arguments)`` returns any JSON-serialisable value; ``tool_type`` is tau2's
+    read/write/generic/think tag (``write`` tools change the DB); ``requestor`` says who may call
+    it (``"assistant"`` for agent tools, ``"user"`` for user-side tools as in telecom).
+    """
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    fn: Callable[..., Any]
+    tool_type: str = READ
+    requestor: str = "assistant"
+
+    def to_openai(self) -> dict:
+        """The OpenAI/Qwen ``tools`` entry: ``{"type": "function", "function": {...}}``."""
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description,
+                             "parameters": json.loads(json.dumps(self.parameters))}}
+
+    def with_description(self, description: str) -> "FunctionTool":
+        return dataclasses.replace(self, description=description)
+
+
+@dataclasses.dataclass
+class ToolCallResult:
+    """Outcome of one executed call: the observation string, whether it succeeded, the error."""
+
+    name: str
+    arguments: dict
+    observation: str
+    ok: bool
+    error: Optional[str] = None
+    value: Any = None
+
+
+def to_observation(value: Any) -> str:
+    """tau2's ``Environment.to_json_str``: strings verbatim, scalars ``str()``, rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, default=str)
+
+
+def _coerce_integers(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Turn integral floats (``100.0``) into ints where the schema says ``integer``.
+
+    Mirrors pydantic's lax int validation in tau2 so that ``100`` and ``100.0`` give the same DB.
+    """
+    if not isinstance(schema, Mapping):
+        return value
+    typ = schema.get("type")
+    if typ == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if typ == "object" and isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce_integers(v, props.get(k, {})) for k, v in value.items()}
+    if typ == "array" and isinstance(value, list):
+        return [_coerce_integers(v, schema.get("items", {})) for v in value]
+    return value
+
+
+def _schema_errors(arguments: Any, schema: Mapping[str, Any]) -> list[str]:
+    if not isinstance(arguments, dict):
+        return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
+    validator = jsonschema.Draft7Validator(schema)
+    errors = []
+    for err in sorted(validator.iter_errors(arguments), key=lambda e: list(e.path)):
+        where = ".".join(str(p) for p in err.path)
+        errors.append(f"{where}: {err.message}" if where else err.message)
+    allowed = set(schema.get("properties", {}))
+    extra = sorted(set(arguments) - allowed)
+    if extra:
+        errors.append(f"unexpected argument(s) {extra}; allowed: {sorted(allowed)}")
+    return errors
+
+
+class ToolSet:
+    """An ordered, name-indexed collection of :class:`FunctionTool` plus optional assertions.
+
+    ``assertions`` are tau2 env-assertion functions ``fn(db, **kwargs) -> bool`` (not shown to
+    the agent), used by the evaluator for ``ENV_ASSERTION`` reward.
+    """
+
+    def __init__(self, tools: Iterable[FunctionTool] = (),
+                 assertions: Optional[Mapping[str, Callable[..., bool]]] = None):
+        self._tools: dict[str, FunctionTool] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"duplicate tool name {tool.name!r}")
+            self._tools[tool.name] = tool
+        self.assertions: dict[str, Callable[..., bool]] = dict(assertions or {})
+
+    # -- container protocol -------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[FunctionTool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __repr__(self) -> str:
+        return f"ToolSet({self.names()})"
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def get(self, name: str) -> FunctionTool:
+        if name not in self._tools:
+            raise KeyError(f"unknown tool {name!r}; available: {self.names()}")
+        return self._tools[name]
+
+    def to_openai_tools(self) -> list[dict]:
+        """The ``tools`` list for a chat template / OpenAI API, in insertion order."""
+        return [t.to_openai() for t in self._tools.values()]
+
+    def without(self, *names: str) -> "ToolSet":
+        return ToolSet([t for t in self if t.name not in names], self.assertions)
+
+    def plus(self, *tools: FunctionTool) -> "ToolSet":
+        return ToolSet([*self, *tools], self.assertions)
+
+    def write_tool_names(self) -> set[str]:
+        return {t.name for t in self if t.tool_type == WRITE}
+
+    # -- execution ------------------------------------------------------------------------
+    def validate(self, name: str, arguments: Any) -> list[str]:
+        """Clear error strings for a call (empty list when the call is well-formed)."""
+        if name not in self._tools:
+            return [f"Tool '{name}' not found. Available tools: {self.names()}"]
+        return _schema_errors(arguments, self._tools[name].parameters)
+
+    def execute(self, db: dict, name: str, arguments: Any) -> ToolCallResult:
+        """Run ``name(**arguments)`` on ``db`` (mutating it for write tools). Never raises."""
+        args_copy = arguments if isinstance(arguments, dict) else {}
+        if not isinstance(name, str) or name not in self._tools:
+            msg = f"Tool '{name}' not found."
+            return ToolCallResult(str(name), args_copy, f"Error: {msg}", False, msg)
+        tool = self._tools[name]
+        errors = _schema_errors(arguments, tool.parameters)
+        if errors:
+            msg = f"invalid arguments for {name}: " + "; ".join(errors)
+            return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
+        kwargs = _coerce_integers(json.loads(json.dumps(arguments)), tool.parameters)
+        try:
+            value = tool.fn(db, **kwargs)
+        except (ToolError, ValueError, KeyError, TypeError, ArithmeticError) as e:
+            msg = str(e) if not isinstance(e, KeyError) else f"not found: {e}"
+            return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
+        return ToolCallResult(name, args_copy, to_observation(value), True, None, value)
+
+    def run_assertion(self, db: dict, name: str, arguments: Mapping[str, Any]) -> bool:
+        """Evaluate one env assertion; unknown assertion → ``ValueError``."""
+        if name in self.assertions:
+            return bool(self.assertions[name](db, **arguments))
+        raise ValueError(f"unknown env assertion {name!r}; known: {sorted(self.assertions)}")
+
+
+_SCHEMA_FILE = "tool_schemas_airline_retail.json"
+
+
+def load_schema_file(domain: str) -> list[dict]:
+    """The bundled tau2-bench v0.1.3 tool schemas for ``domain`` (``airline`` or ``retail``).
+
+    ``data/tool_schemas_airline_retail.json`` is a copy of
+    ``shared/data/tau2/tool_schemas_airline_retail.derived.json`` (MIT, Sierra Research).
+    """
+    import importlib.resources
+
+    text = importlib.resources.files(__package__).joinpath("data", _SCHEMA_FILE).read_text()
+    schemas = json.loads(text)
+    if domain not in schemas:
+        raise KeyError(f"no bundled tool schemas for domain {domain!r}; have {sorted(schemas)}")
+    return schemas[domain]
+
+
+def tools_from_schemas(schemas: Iterable[Mapping[str, Any]],
+                       functions: Mapping[str, Callable[..., Any]]) -> list[FunctionTool]:
+    """Pair OpenAI-format schemas (with tau2's ``x-tool-type``) with python implementations.
+
+    Every schema must have an implementation and vice versa; a mismatch is a programming error
+    and raises ``ValueError`` naming the offenders.
+    """
+    schemas = list(schemas)
+    names = [s["function"]["name"] for s in schemas]
+    missing = sorted(set(names) - set(functions))
+    unused = sorted(set(functions) - set(names))
+    if missing or unused:
+        raise ValueError(f"schema/implementation mismatch: no implementation for {missing}, "
+                         f"no schema for {unused}")
+    tools = []
+    for s in schemas:
+        f = s["function"]
+        tools.append(FunctionTool(name=f["name"], description=f.get("description", ""),
+                                  parameters=f.get("parameters", {"type": "object", "properties": {}}),
+                                  fn=functions[f["name"]],
+                                  tool_type=str(s.get("x-tool-type", READ)).lower()))
+    return tools
