@@ -9,7 +9,8 @@ scipy and sympy import inside. Isolation layers:
   all capabilities dropped, no nested user namespaces, `--new-session`, `--die-with-parent`,
   `--clearenv`. The mount view holds only /usr (+ the /bin, /lib... links), a few /etc files, the
   interpreter's install prefix at /opt/python and the venv's site-packages at /opt/site-packages/<i>
-  (all read-only), a fresh /proc and /dev, and two size-capped tmpfs: /tmp and the cwd /sandbox.
+  (all read-only), a fresh /proc and read-only /dev, and three writable tmpfs capped at memory_mb
+  each: /tmp, /dev/shm and the cwd /sandbox.
   The project dir, /work, /root, $HOME and the host environment are not visible.
 - rlimits set by a tiny launcher inside the sandbox just before the user's program starts:
   RLIMIT_CPU (ceil(timeout_s) + 1 s), RLIMIT_AS (memory_mb MiB per process), RLIMIT_NPROC,
@@ -24,7 +25,7 @@ scipy and sympy import inside. Isolation layers:
 At `timeout_s` (wall clock) everything in the cgroup, the launcher's session and (through the PID
 namespace) every orphaned or daemonised descendant is SIGKILLed. stdout / stderr are read
 concurrently; each keeps its first and last `max_output_bytes // 2` bytes (`truncated` is set), and a
-program whose output exceeds `_KILL_OUTPUT_FACTOR * max_output_bytes` in total is killed
+program whose output exceeds max(16 * max_output_bytes, 4 MiB) in total is killed
 (`killed_reason="output_limit"`). Bytes are decoded as UTF-8 with errors="replace".
 
 Without bubblewrap, `run_python` raises `SandboxUnavailable` unless `allow_unisolated=True` is
@@ -66,7 +67,8 @@ _INNER_PREFIX = "/opt/python"
 _INNER_SITE = "/opt/site-packages"
 _INNER_CWD = "/sandbox"
 _BWRAP_OWN_PIDS = 2          # bwrap's outer monitor + the PID-namespace init (reaper)
-_KILL_OUTPUT_FACTOR = 16     # kill when total output > this many times max_output_bytes
+_KILL_OUTPUT_FACTOR = 16     # kill when total output > this many times max_output_bytes ...
+_KILL_OUTPUT_MIN = 4 << 20   # ... and more than this many bytes
 _DRAIN_AFTER_EXIT_S = 1.0    # how long to keep draining pipes after the program is gone
 _KILL_WAIT_S = 3.0           # how long to keep SIGKILLing cgroup members before giving up
 _SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib64/", "/sbin/")
@@ -522,9 +524,13 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
                      "--ro-bind-data", str(fds[2]), "/etc/group",
                      "--ro-bind-data", str(fds[3]), "/etc/hosts",
                      "--proc", "/proc", "--dev", "/dev",
+                     "--perms", "1777", "--size", str(memory_bytes), "--tmpfs", "/dev/shm",
                      "--perms", "1777", "--size", str(memory_bytes), "--tmpfs", "/tmp",
                      "--perms", "0755", "--size", str(memory_bytes), "--tmpfs", _INNER_CWD,
-                     "--file", str(fds[0]), f"{_INNER_CWD}/main.py", "--chdir", _INNER_CWD]
+                     "--file", str(fds[0]), f"{_INNER_CWD}/main.py", "--chdir", _INNER_CWD,
+                     # bwrap's own root and /dev tmpfs are unbounded: make them read-only, so
+                     # only the size-capped /tmp, /dev/shm and /sandbox are writable.
+                     "--remount-ro", "/dev", "--remount-ro", "/"]
             for k, v in _sandbox_env(layout.env, _INNER_CWD).items():
                 argv += ["--setenv", k, v]
             exe, cwd = layout.inner_exe, None
@@ -571,7 +577,7 @@ def _supervise(argv: list[str], env: dict[str, str], cwd: Optional[str], fds: li
                cgroups: _Cgroups, timeout_s: float, max_output_bytes: int,
                isolated: bool) -> SandboxResult:
     out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
-    kill_after = _KILL_OUTPUT_FACTOR * max_output_bytes
+    kill_after = max(_KILL_OUTPUT_FACTOR * max_output_bytes, _KILL_OUTPUT_MIN)
     killed_reason: Optional[str] = None
     start = time.monotonic()
     try:
