@@ -1,0 +1,212 @@
+"""QA environment (FRAMES / HLE / GeneralThought style) over the paper's meta-tools.
+
+The policy sees the system prompt ``"You are good at using tools."`` (release, official_release
+§2.1), the QA meta-tools (``search``, ``enhance_reasoning``, ``answer``; their model aliases with
+price/latency tables are in the tool schema) and the user message ``"Problem: {question}\\n\\n
+Choose an appropriate tool."``. Each valid call is executed by
+:class:`orchestra_jax.tools.meta_tools.QAToolkit` against a :class:`QAState` (documents, code
+results, answer attempts) and its observation returned; calling ``answer`` ends the episode.
+Unlike the release, which rebuilt the prompt from that state every turn, observations are
+appended to one growing conversation (see ``orchestra_jax.chat.assembly``).
+
+Outcome (:func:`grade_answer`): an empty answer or one over 500 words is wrong (and not a valid
+answer); otherwise a normalised exact match (lower-case, punctuation / articles / extra
+whitespace removed) is right; otherwise, when a judge model is configured, the judge prompt
+(``configs/prompts/judge.txt``, paper_spec §7.5) decides by ``<correct>True</correct>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import string
+import time
+import unicodedata
+from typing import Any, Callable, Mapping, Optional, Union
+
+from orchestra_jax.chat.parser import ParsedTurn
+from orchestra_jax.envs.base import EnvOutcome, EnvStart, EnvStep
+from orchestra_jax.tools.meta_tools import QAState, QAToolkit
+from orchestra_jax.tools.pricing import config_dir
+
+SYSTEM_PROMPT = "You are good at using tools."
+USER_TEMPLATE = "Problem: {question}\n\nChoose an appropriate tool."
+MAX_ANSWER_WORDS = 500
+
+
+# ---------------------------------------------------------------------------- data
+
+def default_frames_path() -> pathlib.Path:
+    """``$ORCHESTRA_FRAMES`` or ``<repo>/../shared/data/frames/frames.jsonl``."""
+    env = os.environ.get("ORCHESTRA_FRAMES")
+    if env:
+        return pathlib.Path(env)
+    return pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "frames" / "frames.jsonl"
+
+
+def load_qa_jsonl(path: Union[str, os.PathLike], limit: Optional[int] = None) -> list[dict]:
+    """Reads ``{"id", "question", "answer"}`` rows (extra keys kept). Clear errors for bad rows."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"QA task file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+            missing = [k for k in ("question", "answer") if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{n}: row lacks {missing}")
+            row.setdefault("id", f"{path.stem}-{n}")
+            row["id"], row["question"], row["answer"] = (str(row["id"]), str(row["question"]),
+                                                         str(row["answer"]))
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def load_frames(path: Optional[Union[str, os.PathLike]] = None,
+                limit: Optional[int] = None) -> list[dict]:
+    """FRAMES questions (824 rows: id, question, answer)."""
+    return load_qa_jsonl(path or default_frames_path(), limit)
+
+
+# ---------------------------------------------------------------------------- grading
+
+def normalize_answer(s: str) -> str:
+    """SQuAD-style normalisation: NFKC, lower-case, no punctuation, no a/an/the, single spaces."""
+    s = unicodedata.normalize("NFKC", s).lower()
+    s = "".join(" " if ch in string.punctuation or unicodedata.category(ch).startswith("P")
+                else ch for ch in s)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def answer_is_valid(answer: Optional[str]) -> bool:
+    """Non-empty and at most 500 words (release rule)."""
+    return bool(answer and answer.strip()) and len(answer.split()) <= MAX_ANSWER_WORDS
+
+
+def load_judge_prompt(path: Optional[Union[str, os.PathLike]] = None) -> str:
+    p = pathlib.Path(path) if path else config_dir() / "prompts" / "judge.txt"
+    if not p.is_file():
+        raise FileNotFoundError(f"judge prompt not found: {p}")
+    return p.read_text(encoding="utf-8")
+
+
+_CORRECT_RE = re.compile(r"<correct>\s*(true|false)\s*</correct>", re.I)
+
+
+@dataclasses.dataclass
+class Grade:
+    """correct: the verdict. method: ``invalid`` | ``exact`` | ``judge`` | ``no_judge`` |
+    ``judge_error``. judge_cost_usd / judge_latency_s: the judge call (evaluation overhead, not
+    part of the trajectory's cost)."""
+
+    correct: bool
+    valid: bool
+    method: str
+    judge_text: Optional[str] = None
+    judge_cost_usd: float = 0.0
+    judge_latency_s: float = 0.0
+    error: Optional[str] = None
+
+
+async def grade_answer(answer: Optional[str], reference: str, question: str = "", *,
+                       judge: Any = None, judge_prompt: Optional[str] = None,
+                       judge_max_tokens: int = 64, judge_temperature: float = 1.0,
+                       judge_cost: Optional[Callable[[Any], float]] = None) -> Grade:
+    """Exact match first, then the LLM judge (a ChatModel) when given; never raises."""
+    if not answer_is_valid(answer):
+        return Grade(False, False, "invalid")
+    if normalize_answer(answer) == normalize_answer(reference):
+        return Grade(True, True, "exact")
+    if judge is None:
+        return Grade(False, True, "no_judge")
+    t0 = time.perf_counter()
+    try:
+        prompt = (judge_prompt or load_judge_prompt()).format(question=question, answer=answer,
+                                                              reference=reference)
+        resp = await judge.chat([{"role": "user", "content": prompt}],
+                                max_tokens=judge_max_tokens, temperature=judge_temperature)
+    except Exception as e:  # noqa: BLE001 - a judge failure is a wrong (recorded) verdict
+        return Grade(False, True, "judge_error", judge_latency_s=time.perf_counter() - t0,
+                     error=f"{type(e).__name__}: {e}")
+    m = _CORRECT_RE.findall(resp.text or "")
+    cost = float(resp.cost_usd or 0.0) if judge_cost is None else float(judge_cost(resp))
+    return Grade(bool(m) and m[-1].lower() == "true", True, "judge", judge_text=resp.text,
+                 judge_cost_usd=cost, judge_latency_s=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- environment
+
+class QAEnv:
+    """One QA task as an :class:`~orchestra_jax.rollout.episode.EpisodeEnv`.
+
+    Args:
+      task: ``{"id", "question", "answer"}``.
+      toolkit: the episode's :class:`QAToolkit` (mapping, experts, index, prices).
+      judge: optional ChatModel used when exact match fails.
+      include_enum: show the alias enums in the tool schema (the release's tools.json lists
+        them only in the description text; validation always enforces them).
+    """
+
+    def __init__(self, task: Mapping[str, Any], toolkit: QAToolkit, *, judge: Any = None,
+                 judge_prompt: Optional[str] = None, system_prompt: str = SYSTEM_PROMPT,
+                 user_template: str = USER_TEMPLATE, include_enum: bool = True):
+        for k in ("question", "answer"):
+            if k not in task:
+                raise ValueError(f"QA task lacks {k!r}: {dict(task)!r:.200}")
+        self.task = dict(task)
+        self.task_id = str(task.get("id", ""))
+        self.toolkit = toolkit
+        self.judge = judge
+        self.judge_prompt = judge_prompt
+        self.system_prompt = system_prompt
+        self.user_template = user_template
+        self.include_enum = include_enum
+        self.state = QAState(problem=str(task["question"]))
+        self.tool_names = list(toolkit.tool_names)
+
+    async def reset(self) -> EnvStart:
+        self.state = QAState(problem=str(self.task["question"]))
+        messages = [{"role": "system", "content": self.system_prompt},
+                    {"role": "user", "content": self.user_template.format(
+                        question=self.task["question"])}]
+        return EnvStart(messages=messages,
+                        tools=self.toolkit.openai_tools(include_enum=self.include_enum),
+                        schemas=self.toolkit.registry, allow_message=False)
+
+    async def step(self, turn: ParsedTurn) -> EnvStep:
+        step = EnvStep()
+        for call in turn.calls:
+            result = await self.toolkit.execute(call, self.state)
+            step.observations.append(result.observation)
+            step.tool_results.append(result.to_json())
+            step.cost_usd += result.cost_usd
+            step.latency_s += result.latency_s
+            key = self.toolkit.count_key(call)
+            if key is not None:
+                step.tool_keys.append(key)
+            if result.done:
+                step.done = True
+                break
+        return step
+
+    async def finish(self, finish_reason: str) -> EnvOutcome:
+        g = await grade_answer(self.state.answer, str(self.task["answer"]),
+                               str(self.task["question"]), judge=self.judge,
+                               judge_prompt=self.judge_prompt)
+        return EnvOutcome(reward=float(g.correct), correct=g.correct, answer=self.state.answer,
+                          answer_valid=g.valid,
+                          info={"grade": dataclasses.asdict(g), "reference": self.task["answer"],
+                                "n_documents": len(self.state.documents),
+                                "n_code_runs": len(self.state.code_snippets)})
