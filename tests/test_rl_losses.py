@@ -67,6 +67,11 @@ def test_aggregation_modes_golden():
     assert float(aggregate(x, m, "seq-mean-token-sum")) == pytest.approx((6 + 4) / 2)
     assert float(aggregate(x, m, "seq-mean-token-mean")) == pytest.approx((2 + 4) / 2)
     assert float(aggregate(x, jnp.zeros_like(m), "seq-mean-token-mean")) == 0.0
+    # micro-batches with a global denominator sum to the full-batch value, in every mode
+    for mode, denom in (("token-mean", 4), ("seq-mean-token-sum", 2), ("seq-mean-token-mean", 2)):
+        parts = sum(float(aggregate(x[i:i + 1], m[i:i + 1], mode, denominator=denom))
+                    for i in range(3))
+        assert parts == pytest.approx(float(aggregate(x, m, mode)))
 
 
 def test_truncated_importance_sampling():

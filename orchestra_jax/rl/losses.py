@@ -15,10 +15,11 @@ Clipping regions (token counts reported as fractions of valid tokens):
   * dual clip: A < 0 and ratio > c        (loss -A·c, gradient 0);
   * otherwise unclipped (gradient -A·ratio·∂logp).
 
-Aggregation (`loss_agg`): "token-mean" = Σ x·mask / Σ mask over the whole batch (or / `denominator`
-when given, e.g. the global token count under gradient accumulation); "seq-mean-token-sum" = mean
-over non-empty sequences of Σ_t x; "seq-mean-token-mean" = mean over non-empty sequences of the
-per-sequence token mean.
+Aggregation (`loss_agg`): "token-mean" = Σ x·mask / Σ mask over the whole batch; "seq-mean-token-sum"
+= mean over non-empty sequences of Σ_t x; "seq-mean-token-mean" = mean over non-empty sequences of the
+per-sequence token mean. With `denominator` (e.g. under gradient accumulation over micro-batches) the
+sum is divided by it instead: the global token count for "token-mean", the global number of non-empty
+sequences for the seq-mean modes, so summing micro-batch losses gives the full-batch loss.
 """
 from __future__ import annotations
 
@@ -83,7 +84,11 @@ def kl_penalty(logp: Any, ref_logp: Any, kl_type: str = "k2") -> Array:
 
 def aggregate(x: Array, mask: Array, mode: str = "token-mean",
               denominator: Any = None) -> Array:
-    """Reduce per-token values x [B, L] with mask [B, L] to a scalar (see module doc). Empty -> 0."""
+    """Reduce per-token values x [B, L] with mask [B, L] to a scalar (see module doc). Empty -> 0.
+
+    `denominator` (optional): global token count ("token-mean") or global non-empty sequence count
+    (seq-mean modes) to divide by instead of this batch's own.
+    """
     _checks.check_choice("loss_agg", mode, LOSS_AGGS)
     m = mask.astype(x.dtype)
     xm = jnp.where(mask, x, 0.0)
@@ -92,7 +97,9 @@ def aggregate(x: Array, mask: Array, mode: str = "token-mean",
         return jnp.sum(xm) / jnp.maximum(denom, 1.0)
     ntok = jnp.sum(m, axis=-1)
     nonempty = ntok > 0
-    nseq = jnp.maximum(jnp.sum(nonempty.astype(x.dtype)), 1.0)
+    nseq = (jnp.sum(nonempty.astype(x.dtype)) if denominator is None
+            else jnp.asarray(denominator, x.dtype))
+    nseq = jnp.maximum(nseq, 1.0)
     seq = jnp.sum(xm, axis=-1)
     if mode == "seq-mean-token-mean":
         seq = seq / jnp.maximum(ntok, 1.0)
@@ -126,7 +133,8 @@ def ppo_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any, *, ref_logp: 
       rollout_logp: [B, L] log-probs reported by the rollout engine; enables TIS if cfg.tis_cap.
       entropy: [B, L] per-token policy entropies (nats); required when cfg.entropy_coef > 0.
       cfg: PPOLossConfig (hashable: pass via functools.partial or as a static argument under jit).
-      denominator: optional token count for "token-mean" (e.g. global count across micro-batches).
+      denominator: optional global normaliser (tokens for "token-mean", sequences for seq-mean
+        modes) so that micro-batch losses sum to the full-batch loss under gradient accumulation.
     Returns:
       (loss scalar, diagnostics dict of scalars: pg_loss, kl, kl_loss, entropy, pg_clipfrac_low,
        pg_clipfrac_high, dual_clip_frac, ratio_mean/max/min, approx_kl_old, tis_weight_mean/max/min,
