@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from orchestra_jax.tools import sandbox
+from orchestra_jax.tools import sandbox, sandbox_limits
 from orchestra_jax.tools.sandbox import (SandboxConfig, SandboxResult, SandboxUnavailable,
                                          arun_python, run_python)
 
@@ -434,14 +434,31 @@ def test_unprivileged_uid_no_caps_no_new_namespaces():
     assert calls == "-1 -1 -1 -1"
 
 
+@pytest.mark.skipif(sandbox_limits.seccomp_filter() is None, reason="seccomp filter is x86_64-only")
+def test_seccomp_denies_kernel_attack_surface():
+    calls = {"ptrace": 101, "keyctl": 250, "bpf": 321, "io_uring_setup": 425, "userfaultfd": 323,
+             "perf_event_open": 298, "setns": 308, "x32_getpid": 0x40000000 | 39, "getpid": 39}
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"for name, nr in {list(calls.items())!r}:\n"
+            "    ctypes.set_errno(0)\n"
+            "    print(name, libc.syscall(nr, 0, 0, 0, 0, 0), ctypes.get_errno())\n")
+    r = run_python(code, timeout_s=5)
+    got = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()}
+    for name in calls:
+        if name == "getpid":
+            assert int(got[name][0]) > 0, got     # ordinary syscalls still work
+        else:
+            assert got[name] == ["-1", "1"], (name, got[name])   # EPERM
+
+
 def test_cgroups_are_removed_after_runs(monkeypatch):
     made = []
 
-    class Recording(sandbox._Cgroups):
+    class Recording(sandbox.Cgroups):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             made.append(dict(self.dirs))
-    monkeypatch.setattr(sandbox, "_Cgroups", Recording)
+    monkeypatch.setattr(sandbox, "Cgroups", Recording)
     run_python("print(1)", timeout_s=5)
     run_python("import time; time.sleep(10)", timeout_s=1)
     assert len(made) == 2
@@ -454,7 +471,7 @@ def test_cgroups_are_removed_after_runs(monkeypatch):
 
 def test_without_cgroups_timeout_still_kills_everything(monkeypatch):
     """Fallback (non-root / no cgroup v1): rlimits + PID namespace still bound the run."""
-    monkeypatch.setattr(sandbox, "_own_cgroup", lambda controller: None)
+    monkeypatch.setattr(sandbox_limits, "own_cgroup", lambda controller: None)
     marker = f"nocg_{uuid.uuid4().hex}"
     code = ("import os, sys, time\n"
             "for _ in range(3):\n    if os.fork() == 0:\n        os.setsid()\n"

@@ -49,8 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from typing import Optional
+
+from orchestra_jax.tools.sandbox_limits import (Cgroups, OutputCapture, count_user_processes,
+                                                seccomp_filter)
 
 __all__ = [
     "SandboxConfig",
@@ -70,7 +72,6 @@ _BWRAP_OWN_PIDS = 2          # bwrap's outer monitor + the PID-namespace init (r
 _KILL_OUTPUT_FACTOR = 16     # kill when total output > this many times max_output_bytes ...
 _KILL_OUTPUT_MIN = 4 << 20   # ... and more than this many bytes
 _DRAIN_AFTER_EXIT_S = 1.0    # how long to keep draining pipes after the program is gone
-_KILL_WAIT_S = 3.0           # how long to keep SIGKILLing cgroup members before giving up
 _SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib64/", "/sbin/")
 
 _INSTALL_HINT = ("install it with `apt-get install bubblewrap` (Debian/Ubuntu) or "
@@ -302,152 +303,10 @@ def _sandbox_env(layout_env: tuple[tuple[str, str], ...], home: str) -> dict[str
     return env
 
 
-# --------------------------------------------------------------------------- cgroups (v1)
-
-
-def _own_cgroup(controller: str) -> Optional[str]:
-    """This process's cgroup v1 path for `controller` (e.g. "/" or "/process_api/x")."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _, ctrls, path = line.rstrip("\n").split(":", 2)
-                if controller in ctrls.split(","):
-                    return path
-    except OSError:
-        return None
-    return None
-
-
-class _Cgroups:
-    """Per-run cgroup v1 `pids` + `memory` groups; `self.error` says why they are off."""
-
-    def __init__(self, max_pids: int, memory_bytes: int):
-        self.dirs: dict[str, str] = {}
-        self.error: Optional[str] = None
-        name = f"orchestra_sandbox_{uuid.uuid4().hex}"
-        try:
-            for ctrl in ("pids", "memory"):
-                rel = _own_cgroup(ctrl)
-                root = f"/sys/fs/cgroup/{ctrl}"
-                if rel is None or not os.path.isfile(os.path.join(root, "cgroup.procs")):
-                    raise OSError(f"cgroup v1 controller {ctrl!r} not mounted")
-                path = os.path.join(root + rel, name)
-                os.mkdir(path)
-                self.dirs[ctrl] = path
-            self._write("pids", "pids.max", str(max_pids))
-            self._write("memory", "memory.limit_in_bytes", str(memory_bytes))
-            if os.path.exists(os.path.join(self.dirs["memory"], "memory.memsw.limit_in_bytes")):
-                self._write("memory", "memory.memsw.limit_in_bytes", str(memory_bytes))
-        except OSError as e:
-            self.error = f"cgroup limits unavailable ({e}); using rlimits only"
-            self.remove()
-            self.dirs = {}
-
-    @property
-    def active(self) -> bool:
-        return bool(self.dirs)
-
-    def _write(self, ctrl: str, fname: str, value: str) -> None:
-        with open(os.path.join(self.dirs[ctrl], fname), "w") as f:
-            f.write(value)
-
-    def procs_files(self) -> list[str]:
-        return [os.path.join(d, "cgroup.procs") for d in self.dirs.values()]
-
-    def pids(self) -> set[int]:
-        out: set[int] = set()
-        for d in self.dirs.values():
-            try:
-                with open(os.path.join(d, "cgroup.procs")) as f:
-                    out.update(int(x) for x in f.read().split())
-            except OSError:
-                pass
-        return out
-
-    def kill_all(self) -> bool:
-        """SIGKILL every member until the groups are empty; False if some survived _KILL_WAIT_S."""
-        deadline = time.monotonic() + _KILL_WAIT_S
-        while True:
-            pids = self.pids()
-            if not pids:
-                return True
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-
-    def oom_killed(self) -> bool:
-        d = self.dirs.get("memory")
-        if d is None:
-            return False
-        try:
-            with open(os.path.join(d, "memory.oom_control")) as f:
-                for line in f:
-                    k, _, v = line.partition(" ")
-                    if k == "oom_kill" and int(v) > 0:
-                        return True
-        except (OSError, ValueError):
-            pass
-        return False
-
-    def remove(self) -> None:
-        for d in list(self.dirs.values()):
-            for _ in range(200):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:     # EBUSY while the last members are being reaped
-                    self.kill_all()
-                    time.sleep(0.01)
-
-
-# --------------------------------------------------------------------------- output capture
-
-
-class _Capture:
-    """Keeps the first and last `cap // 2` bytes of a stream and counts the rest."""
-
-    def __init__(self, cap: int):
-        self.half = max(cap // 2, 1)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.half - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > 2 * self.half:
-                del self.tail[: len(self.tail) - self.half]
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > len(self.head) + min(len(self.tail), self.half)
-
-    def text(self) -> str:
-        tail = bytes(self.tail[-self.half:]) if self.tail else b""
-        if self.truncated:
-            dropped = self.total - len(self.head) - len(tail)
-            body = bytes(self.head) + f"\n... [{dropped} bytes truncated] ...\n".encode() + tail
-        else:
-            body = bytes(self.head) + tail
-        return body.decode("utf-8", errors="replace")
-
-
 # --------------------------------------------------------------------------- run
 
 
-def _kill_tree(proc: subprocess.Popen, cgroups: _Cgroups) -> None:
+def _kill_tree(proc: subprocess.Popen, cgroups: Cgroups) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)     # the launcher's session: wrapper shell / bwrap
     except (ProcessLookupError, PermissionError):
@@ -497,11 +356,11 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
     memory_bytes = int(memory_mb) << 20
     fsize_bytes = int(max_file_mb) << 20
     cpu_s = int(math.ceil(timeout_s)) + 1
-    cgroups = _Cgroups(max_pids=int(max_procs) + _BWRAP_OWN_PIDS, memory_bytes=memory_bytes)
+    cgroups = Cgroups(max_pids=int(max_procs) + _BWRAP_OWN_PIDS, memory_bytes=memory_bytes)
     nproc = int(max_procs)
     if not cgroups.active and os.getuid() != 0:
         # RLIMIT_NPROC counts every process of this uid on the host, not just the sandbox's.
-        nproc += _count_user_processes(os.getuid())
+        nproc += count_user_processes(os.getuid())
 
     fds: list[int] = []
     tmpdir: Optional[str] = None
@@ -531,6 +390,10 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
                      # bwrap's own root and /dev tmpfs are unbounded: make them read-only, so
                      # only the size-capped /tmp, /dev/shm and /sandbox are writable.
                      "--remount-ro", "/dev", "--remount-ro", "/"]
+            bpf = seccomp_filter()
+            if bpf is not None:
+                fds.append(_memfd("seccomp", bpf))
+                argv += ["--seccomp", str(fds[-1])]
             for k, v in _sandbox_env(layout.env, _INNER_CWD).items():
                 argv += ["--setenv", k, v]
             exe, cwd = layout.inner_exe, None
@@ -561,22 +424,10 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _count_user_processes(uid: int) -> int:
-    n = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    n += 1
-            except OSError:
-                pass
-    return n
-
-
 def _supervise(argv: list[str], env: dict[str, str], cwd: Optional[str], fds: list[int],
-               cgroups: _Cgroups, timeout_s: float, max_output_bytes: int,
+               cgroups: Cgroups, timeout_s: float, max_output_bytes: int,
                isolated: bool) -> SandboxResult:
-    out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
+    out, err = OutputCapture(max_output_bytes), OutputCapture(max_output_bytes)
     kill_after = max(_KILL_OUTPUT_FACTOR * max_output_bytes, _KILL_OUTPUT_MIN)
     killed_reason: Optional[str] = None
     start = time.monotonic()
