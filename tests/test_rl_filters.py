@@ -79,3 +79,14 @@ def test_apply_filters_jit_and_errors():
         apply_filters(rewards, fmt, valid[:, :2])
     with pytest.raises(ValueError, match="threshold"):
         homogeneity_filter(rewards, threshold=-1.0)
+
+
+def test_apply_filters_vmap_over_steps():
+    rewards, fmt, valid, turn_mask = _case()
+    stack = lambda x: jnp.stack([x, x, x])
+    res = jax.vmap(lambda r, o, v, t: apply_filters(r, o, v, turn_mask=t))(
+        *map(stack, (rewards, fmt, valid, turn_mask)))
+    assert res.turn_keep.shape == (3, 2, 3, 2)
+    np.testing.assert_array_equal(np.asarray(res.counts["turns_kept"]), [3, 3, 3])
+    keep = jax.vmap(homogeneity_filter)(stack(rewards))
+    np.testing.assert_array_equal(np.asarray(keep), [[True, False]] * 3)
