@@ -139,6 +139,21 @@ def replay(domain: Domain, actions: Sequence[Mapping], *,
     return db, user_db, results
 
 
+def _gold_hash(domain: Domain, gold_actions: Sequence[Mapping],
+               initial_state: Mapping) -> tuple[str, list[str]]:
+    """(hash, errors) of the gold replay, memoised per domain object (the DB never changes)."""
+    key = canonical_json([gold_actions, initial_state])
+    cache = domain.__dict__.setdefault("_gold_cache", {})
+    if key not in cache:
+        if len(cache) > 4096:
+            cache.clear()
+        gold_db, gold_user, results = replay(domain, gold_actions, initial_state=initial_state)
+        cache[key] = (db_hash([gold_db, gold_user]), [f"{r.name}: {r.error}" for r in results
+                                                      if not r.ok])
+    h, errors = cache[key]
+    return h, list(errors)
+
+
 def _norm(text: str) -> str:
     return text.lower().replace(",", "")
 
@@ -192,10 +207,8 @@ def _evaluate_core(domain: Domain, task: Mapping, actions: Sequence[Mapping],
             info.db_match = True
             info.notes.append("no gold actions or env assertions: DB counted as matched")
         else:
-            gold_db, gold_user, gold_results = replay(domain, gold_actions or [],
-                                                      initial_state=initial_state)
-            info.gold_errors = [f"{r.name}: {r.error}" for r in gold_results if not r.ok]
-            info.gold_db_hash = db_hash([gold_db, gold_user])
+            info.gold_db_hash, info.gold_errors = _gold_hash(domain, gold_actions or [],
+                                                             initial_state)
             info.predicted_db_hash = db_hash([pred_db, pred_user])
             info.db_match = info.gold_db_hash == info.predicted_db_hash
         env_reward = 1.0

@@ -1,0 +1,492 @@
+"""A tau2-style function-calling episode: agent ⇄ domain tools ⇄ simulated user.
+
+Protocol (gym-like, async)::
+
+    env = FunctionCallingEnv(domain, task, user, experts={"expert-1": chat_model, ...})
+    obs = await env.reset()          # {"messages": [system, assistant greeting, user], "tools": [...]}
+    while True:
+        action = ...                 # agent text, {"tool_calls": [...]} or a parsed turn
+        observations, done, info = await env.step(action)
+        if done: break
+    reward = env.final_reward()      # tau2 evaluator on the recorded calls and messages
+
+An *action* is either a message to the user (``str``, ``{"content": str}`` / ``{"message": str}``,
+or an object with ``.message``/``.content``) or tool calls (``{"tool_calls": [{"name",
+"arguments"}]}`` or an object with ``.calls``, e.g. :class:`orchestra_jax.chat.parser.ParsedTurn`).
+Tool calls are executed in order and each gives a ``{"role": "tool"}`` observation; a message
+gets the user's reply as a ``{"role": "user"}`` observation. When both are given the calls run and
+the text is dropped (tau2: one or the other per turn; ``info["warnings"]`` says so).
+
+Expert mode (``experts`` given; paper_spec §2.5, official_release §2.2):
+``transfer_to_human_agents`` is removed, the policy's transfer paragraph is rewritten to "call an
+expert when not confident", and ``call_expert(expert)`` is added. Calling it hands the turn to the
+chosen expert (a ChatModel: ``async chat(messages, *, max_tokens, temperature, tools)`` →
+ChatResponse with ``text``, ``tool_calls``, ``prompt_tokens``, ``completion_tokens``): it sees the
+original system prompt (original policy), the conversation so far and the original domain tools,
+and *its* message or tool calls become the agent's action for that turn. Expert tokens are
+priced with the response's ``cost_usd`` or, failing that, ``prices`` (a
+:class:`~orchestra_jax.tools.pricing.PriceSheet`) for the alias's model in ``mapping``.
+
+Episode ends (``done``) when the user emits ``###STOP###``/``###TRANSFER###``/``###OUT-OF-SCOPE###``
+(``termination_reason`` ``user_stop``), the agent says ``###STOP###`` (``agent_stop``), after
+``max_steps`` messages (``max_steps``, reward 0 as in tau2) or ``max_errors`` failed tool calls
+(``too_many_errors``, reward 0). Cost is in US dollars, latency in wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from orchestra_jax.envs.tau2.domain import Domain, load_domain
+from orchestra_jax.envs.tau2.evaluator import (RewardInfo, apply_initial_state, evaluate,
+                                               evaluate_async)
+from orchestra_jax.envs.tau2.toolset import GENERIC, FunctionTool, ToolSet
+from orchestra_jax.envs.user_sim import STOP, UserSimulator
+
+__all__ = ["FunctionCallingEnv", "ExecutedCall", "ExpertCall", "AGENT_INSTRUCTION",
+           "EXPERT_POLICY", "FORMAT_INSTRUCTION", "GREETING", "agent_system_prompt",
+           "rewrite_policy_for_experts", "call_expert_schema"]
+
+AGENT_INSTRUCTION = """You are a customer service agent that helps the user according to the <policy> provided below.
+In each turn you can either:
+- Send a message to the user.
+- Make a tool call.
+You cannot do both at the same time.
+
+Try to be helpful and always follow the policy. Always make sure you generate valid JSON only."""
+
+GREETING = "Hi! How can I help you today?"
+
+FORMAT_INSTRUCTION = ("Wrap thinking process between <think> </think>, message between <message> "
+                      "</message> and the tool call between <tool_call> </tool_call>")
+
+EXPERT_POLICY = ("You should call an expert with the call_expert tool when you are not confident "
+                 "that you can handle the request correctly within the scope of your actions, or "
+                 "when the user explicitly asks for a human agent. Choose the expert according to "
+                 "the difficulty of the task and the cost of each expert. The expert sees the whole "
+                 "conversation and the domain tools, and its message or tool call is taken as your "
+                 "action for that turn.")
+
+_TRANSFER_PARAGRAPH = re.compile(
+    r"^[ \t]*(?:You should )?transfer the user to a human agent if and only if[^\n]*$",
+    re.IGNORECASE | re.MULTILINE)
+_HOLD_SENTENCE = re.compile(
+    r"(?:,? ?and )?(?:then )?send(?:s)?(?: the message)?:? ?'?YOU ARE BEING TRANSFERRED TO A HUMAN "
+    r"AGENT\. PLEASE HOLD ON\.'?(?: to the user)?\.?", re.IGNORECASE)
+_PHRASES = [
+    (re.compile(r"transfer_to_human_agents"), "call_expert"),
+    (re.compile(r"transfer(?:ring)?(?: the user)? to (?:a |the )?human agents?", re.IGNORECASE),
+     "call an expert"),
+    (re.compile(r"\b(?:a )?transfer is needed\b", re.IGNORECASE), "calling an expert is needed"),
+]
+
+
+def rewrite_policy_for_experts(policy: str) -> str:
+    """Replace the policy's "transfer to a human agent" paragraph by :data:`EXPERT_POLICY` and
+    re-word remaining transfer mentions to calling an expert (heuristic regexes; the release used
+    26 literal strings)."""
+    text, n = _TRANSFER_PARAGRAPH.subn(EXPERT_POLICY, policy, count=1)
+    if n == 0:
+        text = text.rstrip() + "\n\n" + EXPERT_POLICY + "\n"
+    text = _HOLD_SENTENCE.sub("", text)
+    for pat, repl in _PHRASES:
+        text = pat.sub(repl, text)
+    return text
+
+
+def agent_system_prompt(policy: str, *, format_instruction: bool = False) -> str:
+    """tau2's agent system prompt: ``<instructions>…</instructions>\\n<policy>…</policy>``."""
+    prompt = f"<instructions>\n{AGENT_INSTRUCTION}\n</instructions>\n<policy>\n{policy}\n</policy>"
+    if format_instruction:
+        prompt += "\n" + FORMAT_INSTRUCTION
+    return prompt
+
+
+def call_expert_schema(aliases: Sequence[str], mapping: Any = None, prices: Any = None) -> dict:
+    """JSON-schema ``parameters`` + description of ``call_expert``. With a ModelMapping and a
+    PriceSheet the description carries the release's price/latency table (tools.meta_tools)."""
+    if mapping is not None and prices is not None:
+        from orchestra_jax.tools.meta_tools import call_expert_tool
+        tool = call_expert_tool(mapping, prices)
+        params = json.loads(json.dumps(tool.parameters))
+        params["properties"]["expert"]["enum"] = [
+            a for a in params["properties"]["expert"].get("enum", aliases) if a in aliases]
+        return {"description": tool.description, "parameters": params}
+    return {"description": ("Hand the current turn to an expert agent: the expert sees the whole "
+                            "conversation and the domain tools, and its message or tool call is "
+                            "taken as your action. Call it when you are not confident; choose the "
+                            "expert by the task difficulty and the cost."),
+            "parameters": {"type": "object", "required": ["expert"],
+                           "properties": {"expert": {"type": "string", "enum": list(aliases),
+                                                     "description": "The expert to call."}}}}
+
+
+@dataclasses.dataclass
+class ExecutedCall:
+    """A domain tool call that ran: ``by`` is ``"agent"`` or the expert alias that made it."""
+
+    name: str
+    arguments: dict
+    observation: str
+    ok: bool
+    error: Optional[str]
+    by: str
+    turn: int
+    latency_s: float
+
+
+@dataclasses.dataclass
+class ExpertCall:
+    """One ``call_expert``: tokens, US-dollar cost, wall-clock latency and the action it produced."""
+
+    alias: str
+    model: str
+    turn: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    action: Optional[dict] = None
+    error: Optional[str] = None
+
+
+def _call_id(n: int) -> str:
+    return f"call_{n}"
+
+
+def _normalise_calls(raw: Any) -> list[dict]:
+    calls = []
+    for c in raw or ():
+        if not isinstance(c, Mapping):
+            calls.append({"name": None, "arguments": {}, "_error": f"not a call object: {c!r}"})
+            continue
+        fn = c.get("function") if isinstance(c.get("function"), Mapping) else c
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as e:
+                calls.append({"name": fn.get("name"), "arguments": {},
+                              "_error": f"arguments are not valid JSON: {e}"})
+                continue
+        calls.append({"name": fn.get("name"), "arguments": args})
+    return calls
+
+
+def _split_action(action: Any) -> tuple[list[dict], Optional[str]]:
+    """(tool calls, message text) of an action in any accepted form."""
+    if isinstance(action, str):
+        return [], action
+    if isinstance(action, Mapping):
+        calls = _normalise_calls(action.get("tool_calls") or action.get("calls"))
+        text = action.get("message")
+        if text is None:
+            text = action.get("content", action.get("text"))
+        return calls, text
+    calls = _normalise_calls(getattr(action, "calls", None) or getattr(action, "tool_calls", None))
+    text = getattr(action, "message", None)
+    if text is None:
+        text = getattr(action, "content", None) or getattr(action, "text", None)
+    return calls, text
+
+
+class FunctionCallingEnv:
+    """One tau2 episode. See the module docstring for the protocol and expert mode."""
+
+    def __init__(self, domain: Union[Domain, str], task: Union[Mapping[str, Any], str],
+                 user: UserSimulator, experts: Optional[Mapping[str, Any]] = None, *,
+                 mapping: Any = None, prices: Any = None, max_steps: int = 200,
+                 max_errors: int = 10, expert_max_tokens: int = 4096,
+                 expert_temperature: float = 0.0, nl_judge: Any = None,
+                 format_instruction: Optional[bool] = None, greeting: str = GREETING):
+        self.domain = load_domain(domain) if isinstance(domain, str) else domain
+        self.task = dict(self.domain.task(task) if isinstance(task, str) else task)
+        self.original_tools: ToolSet = self.domain.require_tools()
+        self.user = user
+        self.experts = dict(experts or {})
+        self.mapping = mapping
+        self.prices = prices
+        self.max_steps = max_steps
+        self.max_errors = max_errors
+        self.expert_max_tokens = expert_max_tokens
+        self.expert_temperature = expert_temperature
+        self.nl_judge = nl_judge
+        self.greeting = greeting
+        self.expert_mode = bool(self.experts)
+        fmt = self.expert_mode if format_instruction is None else format_instruction
+        self.original_system_prompt = agent_system_prompt(self.domain.policy)
+        if self.expert_mode:
+            schema = call_expert_schema(sorted(self.experts), mapping, prices)
+            expert_tool = FunctionTool("call_expert", schema["description"], schema["parameters"],
+                                       fn=lambda db, expert: None, tool_type=GENERIC)
+            self.tools = self.original_tools.without("transfer_to_human_agents").plus(expert_tool)
+            self.system_prompt = agent_system_prompt(
+                rewrite_policy_for_experts(self.domain.policy), format_instruction=fmt)
+        else:
+            self.tools = self.original_tools
+            self.system_prompt = agent_system_prompt(self.domain.policy, format_instruction=fmt)
+        self._reset_state()
+
+    # ------------------------------------------------------------------ state
+    def _reset_state(self) -> None:
+        self.db = self.domain.fresh_db()
+        self.user_db = (json.loads(json.dumps(self.domain.user_db))
+                        if self.domain.user_db is not None else None)
+        self.history: list[dict] = []       # effective conversation, OpenAI format, no system
+        self.executed_calls: list[ExecutedCall] = []
+        self.expert_calls: list[ExpertCall] = []
+        self.agent_messages: list[str] = []
+        self.turn = 0
+        self.steps = 0
+        self.n_errors = 0
+        self.done = False
+        self.termination_reason: Optional[str] = None
+        self.cost_usd = 0.0          # experts (the orchestrator's own tokens are priced by rollout)
+        self.latency_s = 0.0         # tool + expert wall-clock seconds
+        self.user_cost_usd = 0.0
+        self.user_latency_s = 0.0
+        self._n_calls = 0
+        self._reward_info: Optional[RewardInfo] = None
+
+    @property
+    def messages(self) -> list[dict]:
+        """The orchestrator's view: its system prompt + the effective conversation."""
+        return [{"role": "system", "content": self.system_prompt}, *self.history]
+
+    def tools_openai(self) -> list[dict]:
+        return self.tools.to_openai_tools()
+
+    async def reset(self) -> dict:
+        """Fresh DB (+ task initial state), greeting, first user message."""
+        self._reset_state()
+        initial_state = self.task.get("initial_state") or {}
+        apply_initial_state(self.domain, self.db, self.user_db, initial_state)
+        for m in initial_state.get("message_history") or ():
+            self.history.append({k: v for k, v in m.items() if k in ("role", "content", "name")}
+                                if not m.get("tool_calls") else self._history_tool_msg(m))
+        await self.user.reset(self.task)
+        if not self.history:
+            self.history.append({"role": "assistant", "content": self.greeting})
+            await self._user_turn(self.greeting)
+        elif self.history[-1].get("role") == "assistant" and self.history[-1].get("content"):
+            await self._user_turn(self.history[-1]["content"])
+        return {"messages": self.messages, "tools": self.tools_openai()}
+
+    def _history_tool_msg(self, m: Mapping) -> dict:
+        calls = [{"id": tc.get("id") or _call_id(i), "type": "function",
+                  "function": {"name": tc.get("name"),
+                               "arguments": json.dumps(tc.get("arguments") or {})}}
+                 for i, tc in enumerate(m.get("tool_calls") or ())]
+        return {"role": m.get("role", "assistant"), "content": m.get("content"),
+                "tool_calls": calls}
+
+    # ------------------------------------------------------------------ stepping
+    async def step(self, action: Any) -> tuple[list[dict], bool, dict]:
+        """Apply one agent action. Returns (observation messages, done, info)."""
+        if self.done:
+            raise RuntimeError(f"episode already finished ({self.termination_reason}); call reset()")
+        self.turn += 1
+        calls, text = _split_action(action)
+        info: dict[str, Any] = {"turn": self.turn, "warnings": []}
+        if calls and text:
+            info["warnings"].append("both a message and tool calls given: the message was dropped")
+        observations: list[dict] = []
+        expert = next((c for c in calls if c.get("name") == "call_expert"), None)
+        if expert is not None and self.expert_mode:
+            if len(calls) > 1:
+                info["warnings"].append("call_expert given with other calls: only call_expert ran")
+            observations += await self._call_expert(expert.get("arguments") or {}, info)
+        elif calls:
+            observations += self._run_calls(calls, by="agent")
+        elif text is not None and str(text).strip():
+            observations += await self._agent_message(str(text))
+        else:
+            self.n_errors += 1
+            observations.append({"role": "tool", "name": "error", "content":
+                                 "Error: empty action: send a message to the user or make a tool call."})
+        self._check_limits()
+        info.update(self._summary())
+        return observations, self.done, info
+
+    def _run_calls(self, calls: Sequence[dict], by: str) -> list[dict]:
+        openai_calls, observations = [], []
+        start = self._n_calls
+        for i, c in enumerate(calls):
+            openai_calls.append({"id": _call_id(start + i), "type": "function",
+                                 "function": {"name": c.get("name"),
+                                              "arguments": json.dumps(c.get("arguments") or {})}})
+        self.history.append({"role": "assistant", "content": None, "tool_calls": openai_calls})
+        self.steps += 1
+        for i, c in enumerate(calls):
+            self._n_calls += 1
+            t0 = time.perf_counter()
+            name, args = c.get("name"), c.get("arguments") or {}
+            reached_domain = False
+            if "_error" in c:
+                obs, ok, err = f"Error: {c['_error']}", False, c["_error"]
+            elif name == "call_expert" or name not in self.original_tools or (
+                    self.expert_mode and by == "agent" and name == "transfer_to_human_agents"):
+                err = f"Tool '{name}' not found. Available tools: {self.tools.names()}"
+                obs, ok = f"Error: {err}", False
+            else:
+                res = self.original_tools.execute(self.db, name, args)
+                obs, ok, err = res.observation, res.ok, res.error
+                reached_domain = True
+            dt = time.perf_counter() - t0
+            self.latency_s += dt
+            if not ok:
+                self.n_errors += 1
+            if reached_domain:
+                # every call that reached the domain is replayed by the evaluator (errors too)
+                self.executed_calls.append(ExecutedCall(name, dict(args), obs, ok, err, by,
+                                                        self.turn, dt))
+            msg = {"role": "tool", "tool_call_id": openai_calls[i]["id"], "name": name,
+                   "content": obs}
+            self.history.append(msg)
+            observations.append(msg)
+            self.steps += 1
+        return observations
+
+    async def _agent_message(self, text: str) -> list[dict]:
+        self.history.append({"role": "assistant", "content": text})
+        self.agent_messages.append(text)
+        self.steps += 1
+        if STOP in text:
+            self.done, self.termination_reason = True, "agent_stop"
+            return []
+        reply = await self._user_turn(text)
+        return [reply]
+
+    async def _user_turn(self, agent_text: str) -> dict:
+        turn = await self.user.respond(agent_text)
+        self.user_cost_usd += float(turn.cost_usd or 0.0)
+        self.user_latency_s += float(turn.latency_s or 0.0)
+        msg = {"role": "user", "content": turn.text}
+        self.history.append(msg)
+        self.steps += 1
+        if turn.done:
+            self.done, self.termination_reason = True, "user_stop"
+        return msg
+
+    async def _call_expert(self, arguments: Mapping[str, Any], info: dict) -> list[dict]:
+        alias = arguments.get("expert") if isinstance(arguments, Mapping) else None
+        if alias not in self.experts:
+            self.n_errors += 1
+            obs = {"role": "tool", "name": "call_expert",
+                   "content": f"Error: unknown expert {alias!r}; choose one of {sorted(self.experts)}"}
+            self.history.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": _call_id(self._n_calls), "type": "function",
+                 "function": {"name": "call_expert", "arguments": json.dumps(arguments)}}]})
+            obs["tool_call_id"] = _call_id(self._n_calls)
+            self._n_calls += 1
+            self.history.append(obs)
+            self.steps += 2
+            return [obs]
+        model_name = self._model_of(alias)
+        record = ExpertCall(alias=alias, model=model_name, turn=self.turn)
+        self.expert_calls.append(record)
+        messages = [{"role": "system", "content": self.original_system_prompt}, *self.history]
+        t0 = time.perf_counter()
+        try:
+            resp = await self.experts[alias].chat(
+                messages, max_tokens=self.expert_max_tokens, temperature=self.expert_temperature,
+                tools=self.original_tools.to_openai_tools())
+        except Exception as e:  # ExpertError, timeouts, anything: the episode goes on
+            record.latency_s = time.perf_counter() - t0
+            self.latency_s += record.latency_s
+            record.error = f"{type(e).__name__}: {e}"
+            self.n_errors += 1
+            obs = {"role": "tool", "name": "call_expert",
+                   "content": f"Error: expert {alias} failed: {record.error}"}
+            return [obs]
+        record.latency_s = float(getattr(resp, "latency_s", 0.0) or 0.0) or (
+            time.perf_counter() - t0)
+        record.prompt_tokens = int(getattr(resp, "prompt_tokens", 0) or 0)
+        record.completion_tokens = int(getattr(resp, "completion_tokens", 0) or 0)
+        record.cost_usd = self._price(resp, model_name, record)
+        self.cost_usd += record.cost_usd
+        self.latency_s += record.latency_s
+        calls = _normalise_calls(getattr(resp, "tool_calls", None))
+        text = (getattr(resp, "text", None) or "").strip()
+        record.action = {"tool_calls": [{"name": c.get("name"), "arguments": c.get("arguments")}
+                                        for c in calls]} if calls else {"message": text}
+        info["expert"] = dataclasses.asdict(record)
+        head = {"role": "tool", "name": "call_expert"}
+        if calls:
+            listing = "; ".join(f"{c.get('name')}({json.dumps(c.get('arguments'))})" for c in calls)
+            head["content"] = f"{alias} made the tool call(s): {listing}"
+            return [head, *self._run_calls(calls, by=alias)]
+        if not text:
+            self.n_errors += 1
+            head["content"] = f"Error: {alias} returned an empty response"
+            return [head]
+        head["content"] = f"{alias} sent the message: <message>{text}</message>"
+        return [head, *await self._agent_message(text)]
+
+    def _model_of(self, alias: str) -> str:
+        if self.mapping is not None:
+            try:
+                return self.mapping.model_of(alias)
+            except KeyError:
+                pass
+        return str(getattr(self.experts[alias], "model", alias))
+
+    def _price(self, resp: Any, model_name: str, record: ExpertCall) -> float:
+        cost = getattr(resp, "cost_usd", None)
+        if cost is not None:
+            return float(cost)
+        if self.prices is None:
+            return 0.0
+        return float(self.prices.cost_of_llm_call(model_name, record.prompt_tokens,
+                                                  record.completion_tokens))
+
+    def _check_limits(self) -> None:
+        if self.done:
+            return
+        if self.n_errors >= self.max_errors:
+            self.done, self.termination_reason = True, "too_many_errors"
+        elif self.steps >= self.max_steps:
+            self.done, self.termination_reason = True, "max_steps"
+
+    def _summary(self) -> dict:
+        return {"steps": self.steps, "n_errors": self.n_errors, "cost_usd": self.cost_usd,
+                "latency_s": self.latency_s, "termination_reason": self.termination_reason}
+
+    # ------------------------------------------------------------------ scoring
+    def recorded_actions(self) -> list[dict]:
+        """Every domain call that ran (agent's and experts'), in call order, for the evaluator."""
+        return [{"name": c.name, "arguments": c.arguments} for c in self.executed_calls]
+
+    def _eval_args(self) -> tuple:
+        convo = [m for m in self.history if m.get("content")]
+        return (self.domain, self.task, self.recorded_actions(), self.agent_messages), {
+            "nl_judge": self.nl_judge, "conversation": convo,
+            "termination_reason": self.termination_reason}
+
+    def final_reward_info(self) -> RewardInfo:
+        args, kwargs = self._eval_args()
+        self._reward_info = evaluate(*args, **kwargs)
+        return self._reward_info
+
+    async def final_reward_info_async(self) -> RewardInfo:
+        args, kwargs = self._eval_args()
+        self._reward_info = await evaluate_async(*args, **kwargs)
+        return self._reward_info
+
+    def final_reward(self) -> float:
+        """tau2 reward in [0, 1] of the episode so far (sync ``nl_judge`` only)."""
+        return self.final_reward_info().reward
+
+    def record(self) -> dict:
+        """A JSON-serialisable record of the episode."""
+        return {"domain": self.domain.name, "task_id": self.task.get("id"),
+                "messages": self.messages, "executed_calls": [dataclasses.asdict(c)
+                                                              for c in self.executed_calls],
+                "expert_calls": [dataclasses.asdict(c) for c in self.expert_calls],
+                "agent_messages": list(self.agent_messages), **self._summary(),
+                "user_cost_usd": self.user_cost_usd, "user_latency_s": self.user_latency_s,
+                "reward": None if self._reward_info is None else self._reward_info.reward}
