@@ -7,7 +7,8 @@ scipy and sympy import inside. Isolation layers:
 - bubblewrap (`bwrap`): `--unshare-all` (private network / PID / IPC / UTS / cgroup namespaces: no
   network at all, only the sandbox's own processes in /proc), a new user namespace with uid/gid 65534,
   all capabilities dropped, no nested user namespaces, `--new-session`, `--die-with-parent`,
-  `--clearenv`. The mount view holds only /usr (+ the /bin, /lib... links), a few /etc files, the
+  `--clearenv`, and (x86_64) a seccomp filter that denies ptrace, bpf, keyctl, io_uring, mount,
+  namespace and module syscalls (see sandbox_limits.py). The mount view holds only /usr (+ the /bin, /lib... links), a few /etc files, the
   interpreter's install prefix at /opt/python and the venv's site-packages at /opt/site-packages/<i>
   (all read-only), a fresh /proc and read-only /dev, and three writable tmpfs capped at memory_mb
   each: /tmp, /dev/shm and the cwd /sandbox.
@@ -278,7 +279,7 @@ def _system_mount_args() -> list[str]:
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, 0)
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)   # pass_fds re-enables inheritance for bwrap only
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -319,9 +320,7 @@ def _validate(code: str, timeout_s: float, memory_mb: int, max_output_bytes: int
               max_file_mb: int) -> None:
     if not isinstance(code, str):
         raise TypeError(f"code must be str, got {type(code).__name__}")
-    if "\x00" in code:
-        raise ValueError("code contains a NUL byte")
-    for name, v, lo in (("timeout_s", timeout_s, 0.0), ("memory_mb", memory_mb, 32),
+    for name, v, lo in (("timeout_s", timeout_s, 0.0), ("memory_mb", memory_mb, 64),
                         ("max_output_bytes", max_output_bytes, 2), ("max_procs", max_procs, 1),
                         ("max_file_mb", max_file_mb, 0)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo \
@@ -339,7 +338,8 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
     (cgroup); max_output_bytes: bytes kept per stream; max_procs: tasks (processes + threads);
     max_file_mb: MiB per written file; python: host interpreter whose install + site-packages are
     mounted read-only (default sys.executable). Raises SandboxUnavailable if bubblewrap is missing
-    or broken and allow_unisolated is False; ValueError/TypeError for bad arguments.
+    or broken and allow_unisolated is False; ValueError/TypeError for bad limits. Problems in the
+    code itself (syntax errors, NUL bytes, crashes) come back in the result, never as exceptions.
     """
     _validate(code, timeout_s, memory_mb, max_output_bytes, max_procs, max_file_mb)
     bwrap = _find_bwrap()
@@ -368,18 +368,18 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
                 "ORCHESTRA_SANDBOX_CGROUPS": ":".join(cgroups.procs_files())}
     try:
         if isolated:
-            fds = [_memfd("main.py", code.encode("utf-8", errors="surrogateescape")),
+            fds = [_memfd("main.py", code.encode("utf-8", errors="replace")),
                    _memfd("passwd", f"sandbox:x:{_SANDBOX_UID}:{_SANDBOX_UID}:sandbox:{_INNER_CWD}:"
                                     f"/usr/sbin/nologin\n".encode()),
                    _memfd("group", f"sandbox:x:{_SANDBOX_UID}:\n".encode()),
                    _memfd("hosts", b"127.0.0.1 localhost\n::1 localhost\n")]
-            argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(_SANDBOX_UID),
+            opts = ["--unshare-all", "--unshare-user", "--uid", str(_SANDBOX_UID),
                     "--gid", str(_SANDBOX_UID), "--cap-drop", "ALL", "--disable-userns",
                     "--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox",
                     *_system_mount_args()]
             for host_dir, inner in layout.binds:
-                argv += ["--ro-bind", host_dir, inner]
-            argv += ["--ro-bind-data", str(fds[1]), "/etc/passwd",
+                opts += ["--ro-bind", host_dir, inner]
+            opts += ["--ro-bind-data", str(fds[1]), "/etc/passwd",
                      "--ro-bind-data", str(fds[2]), "/etc/group",
                      "--ro-bind-data", str(fds[3]), "/etc/hosts",
                      "--proc", "/proc", "--dev", "/dev",
@@ -393,16 +393,18 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
             bpf = seccomp_filter()
             if bpf is not None:
                 fds.append(_memfd("seccomp", bpf))
-                argv += ["--seccomp", str(fds[-1])]
+                opts += ["--seccomp", str(fds[-1])]
             for k, v in _sandbox_env(layout.env, _INNER_CWD).items():
-                argv += ["--setenv", k, v]
-            exe, cwd = layout.inner_exe, None
-            argv.append("--")
+                opts += ["--setenv", k, v]
+            # Options go through a memfd, so /proc/1/cmdline inside shows no host paths; cwd "/"
+            # keeps the host cwd out of bwrap's own environment (PWD).
+            fds.append(_memfd("bwrap-args", b"".join(o.encode() + b"\0" for o in opts)))
+            argv = [bwrap, "--args", str(fds[-1]), "--"]
+            exe, cwd = layout.inner_exe, "/"
         else:
             tmpdir = tempfile.mkdtemp(prefix="orchestra_sandbox_")
-            with open(os.path.join(tmpdir, "main.py"), "w", encoding="utf-8",
-                      errors="surrogateescape") as f:
-                f.write(code)
+            with open(os.path.join(tmpdir, "main.py"), "wb") as f:
+                f.write(code.encode("utf-8", errors="replace"))
             host_env.update({k: v for k, v in _sandbox_env((), tmpdir).items()
                              if k not in ("PATH",)})
             argv, exe, cwd = [], layout.host_exe, tmpdir
