@@ -178,6 +178,7 @@ def test_memory_bomb_across_processes_hits_cgroup():
     if not r.cgroups:
         pytest.skip("cgroup memory controller not available")
     assert r.killed_reason == "memory", r
+    assert "[killed: memory limit exceeded]" in r.format_observation()
 
 
 def test_cpu_spin_times_out():
@@ -189,10 +190,10 @@ def test_cpu_spin_times_out():
 
 def test_sleep_past_timeout_returns_on_time():
     t = time.monotonic()
-    r = run_python("import time\nprint('start', flush=True)\ntime.sleep(60)\nprint('end')", timeout_s=1.5)
+    r = run_python("import time\nprint('start', flush=True)\ntime.sleep(60)\nprint('end')", timeout_s=2.5)
     elapsed = time.monotonic() - t
-    assert r.timed_out and r.killed_reason == "timeout" and elapsed < 1.5 + SLACK_S
-    assert r.stdout == "start\n" and 1.4 < r.duration_s < 1.5 + SLACK_S
+    assert r.timed_out and r.killed_reason == "timeout" and elapsed < 2.5 + SLACK_S
+    assert r.stdout == "start\n" and 2.4 < r.duration_s < 2.5 + SLACK_S
 
 
 def test_closing_own_stdout_then_sleeping_still_times_out():

@@ -107,12 +107,18 @@ _JOIN_CGROUPS_SH = (
 )
 
 
+_KILL_MESSAGES = {"output_limit": "output limit exceeded", "memory": "memory limit exceeded",
+                  "cpu_time": "CPU time limit exceeded", "file_size": "file size limit exceeded"}
+
+
 class SandboxUnavailable(RuntimeError):
     """bubblewrap is missing or cannot create namespaces, and unisolated runs were not allowed."""
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself (not the user's code) failed to start."""
+class SandboxError(SandboxUnavailable):
+    """The sandbox itself (not the user's code) failed to start: bad `python`, cgroup join failed.
+
+    A subclass of SandboxUnavailable, so callers that catch that also handle this."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +179,7 @@ class SandboxResult:
         if self.killed_reason == "timeout":
             parts.append(f"[killed: time limit exceeded after {self.duration_s:.1f} s]")
         elif self.killed_reason is not None:
-            parts.append(f"[killed: {self.killed_reason}]")
+            parts.append(f"[killed: {_KILL_MESSAGES.get(self.killed_reason, self.killed_reason)}]")
         elif self.returncode != 0:
             parts.append(f"[exit status {self.returncode}]")
         if self.truncated:
