@@ -162,6 +162,7 @@ class OutputCapture:
 
 
 def count_user_processes(uid: int) -> int:
+    """Number of processes on this host owned by `uid` (RLIMIT_NPROC counts all of them)."""
     n = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
