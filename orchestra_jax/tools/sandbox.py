@@ -41,6 +41,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import selectors
@@ -64,6 +65,9 @@ __all__ = [
     "arun_python",
     "sandbox_available",
 ]
+
+_log = logging.getLogger(__name__)
+_warned_no_cgroups = False
 
 _SANDBOX_UID = 65534
 _INNER_PREFIX = "/opt/python"
@@ -363,6 +367,12 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 512, *,
     fsize_bytes = int(max_file_mb) << 20
     cpu_s = int(math.ceil(timeout_s)) + 1
     cgroups = Cgroups(max_pids=int(max_procs) + _BWRAP_OWN_PIDS, memory_bytes=memory_bytes)
+    if not cgroups.active:
+        global _warned_no_cgroups
+        if not _warned_no_cgroups:
+            _warned_no_cgroups = True
+            _log.warning("python sandbox: %s (fork bombs are bounded by RLIMIT_NPROC only, "
+                         "which root ignores)", cgroups.error)
     nproc = int(max_procs)
     if not cgroups.active and os.getuid() != 0:
         # RLIMIT_NPROC counts every process of this uid on the host, not just the sandbox's.
