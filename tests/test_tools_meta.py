@@ -153,3 +153,38 @@ def test_config_errors(index):
         QAToolkit(mapping=ModelMapping.paper_eval(), experts={},
                   prices=PriceSheet.load("paper_eval"), index=index,
                   config=QAToolkitConfig(search_backend="web"))
+
+
+def test_local_then_web_search(index, monkeypatch):
+    """No good local hit -> Tavily (local server); its documents join the state and are priced."""
+    from orchestra_jax.tools.web_search import TavilyClient
+    tavily_body = {"query": "q", "results": [
+        {"title": "Quokka", "url": "https://example.org/quokka", "content": "A small marsupial.",
+         "score": 0.9},
+        {"title": "Rottnest Island", "url": "https://example.org/rottnest",
+         "content": "Home of the quokka.", "score": 0.8}]}
+    prices = PriceSheet.load("paper_eval")
+
+    def route(body):
+        if "messages" in body:  # the search expert
+            return ("json", 200, chat_completion("<query>quokka habitat island</query>", 10, 5,
+                                                 model=body["model"]), {})
+        return ("json", 200, tavily_body, {})
+
+    with FaultServer([route]) as srv:
+        web = TavilyClient(api_key="tvly-x", base_url=srv.url, max_results=2, timeout_s=5)
+        experts = build_expert_clients({"Qwen/Qwen3-32B": {"base_url": srv.url + "/v1",
+                                                           "timeout_s": 5.0}}, prices=prices)
+        tk = QAToolkit(mapping=ModelMapping({"search-3": "Qwen/Qwen3-32B",
+                                             "answer-4": "Qwen/Qwen3-32B"}),
+                       experts=experts, prices=prices, index=index, web=web,
+                       config=QAToolkitConfig(search_backend="local_then_web", top_k_docs=2,
+                                              min_local_docs=2, min_local_score=0.9,
+                                              tools=("search", "answer")))
+        state = QAState(problem="Where do quokkas live?")
+        r = asyncio.run(tk.execute({"name": "search", "arguments": {"model": "search-3"}}, state))
+    assert r.ok and r.extra["search_backend"] == "web"
+    assert [d.title for d in state.documents] == ["Quokka", "Rottnest Island"]
+    q_tokens = r.extra["query_tokens"]
+    assert r.cost_usd == pytest.approx(10 * 0.8e-6 + 5 * 0.8e-6 + q_tokens * 0.2e-6
+                                       + 0.01 + 2 * 0.002)

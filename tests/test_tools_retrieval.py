@@ -37,8 +37,7 @@ def test_bundled_corpus_is_well_formed():
 
 def test_relevant_doc_ranks_first(index):
     misses = []
-    for q, title in QUERIES.items():
-        hits = index.search(q, k=3)
+    for (q, title), hits in zip(QUERIES.items(), index.search_batch(list(QUERIES), k=3)):
         assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
         if hits[0].title != title:
             misses.append((q, title, [h.title for h in hits]))

@@ -348,10 +348,19 @@ class QAToolkit:
             if backend == "local_then_web" and len(good) < self.config.min_local_docs:
                 backend = "web"
                 docs = good
+        web_error = None
         if backend == "web":
-            res = await self.web.search(query, k)
-            search_usd += self.prices.cost_of_search(len(res.documents))
-            docs = list(docs) + list(res.documents)
+            try:
+                res = await self.web.search(query, k)
+            except Exception as e:  # noqa: BLE001 - keep what local search found
+                if not docs:
+                    return ToolResult(observation=f"Error: web search failed: {e}", ok=False,
+                                      error=f"web search failed: {e}", cost_usd=llm_usd + search_usd,
+                                      usage=usage, extra={"query": query, "query_source": source})
+                web_error = f"{type(e).__name__}: {e}"
+            else:
+                search_usd += self.prices.cost_of_search(len(res.documents))
+                docs = list(docs) + list(res.documents)
         new = state.add_documents(docs)
         if new:
             lines = [f"Doc {len(state.documents) - len(new) + i}: {d.render(self.config.doc_chars)}"
@@ -366,6 +375,8 @@ class QAToolkit:
                                     "sandbox_usd": 0.0}}
         if expert_error:
             extra["expert_error"] = expert_error
+        if web_error:
+            extra["web_error"] = web_error
         return ToolResult(observation=self._cut(obs), cost_usd=llm_usd + search_usd, usage=usage,
                           extra=extra)
 
