@@ -434,3 +434,25 @@ def test_exchange_insufficient_gift_card_and_lookups(ret, rdb):
         == "Error: User not found"
     assert json.loads(ret.execute(rdb, "list_all_product_types", {}).observation) == \
         {"Kettle": "P1", "Mug": "P2"}
+
+
+@pytest.mark.parametrize("compat", [True, False])
+def test_modify_two_products_tau2_compat(ret, rdb, monkeypatch, compat):
+    from orchestra_jax.envs.tau2 import retail
+    monkeypatch.setattr(retail, "TAU2_COMPAT", compat)
+    rdb["products"]["P2"]["variants"]["M2"] = {"item_id": "M2", "options": {"s": "L"},
+                                               "available": True, "price": 12.25}
+    r = ret.execute(rdb, "modify_pending_order_items", {
+        "order_id": "#W1", "item_ids": ["I1", "M1"], "new_item_ids": ["I2", "M2"],
+        "payment_method_id": "credit_card_1"})
+    assert r.ok, r.observation
+    items = rdb["orders"]["#W1"]["items"]
+    # difference (120.5 - 100) + (12.25 - 10) = 22.75 either way
+    assert rdb["orders"]["#W1"]["payment_history"][-1]["amount"] == pytest.approx(22.75)
+    assert [i["item_id"] for i in items] == ["I2", "M2"]
+    if compat:   # tau2 v0.1.3 applies the last variant's price/options to every modified item
+        assert [i["price"] for i in items] == [12.25, 12.25]
+        assert items[0]["options"] == {"s": "L"}
+    else:
+        assert [i["price"] for i in items] == [120.5, 12.25]
+        assert items[0]["options"] == {"c": "steel"}

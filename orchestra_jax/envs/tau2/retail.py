@@ -18,9 +18,15 @@ from orchestra_jax.envs.tau2.generic import calculate, transfer_to_human_agents
 from orchestra_jax.envs.tau2.toolset import (FunctionTool, ToolError, load_schema_file,
                                              tools_from_schemas)
 
-__all__ = ["retail_tools", "CANCEL_REASONS"]
+__all__ = ["retail_tools", "CANCEL_REASONS", "TAU2_COMPAT"]
 
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
+
+# tau2-bench v0.1.3 ``modify_pending_order_items`` quirks, kept by default so DB hashes (and
+# hence rewards) match tau2's: the price difference is not rounded, and every modified item gets
+# the price and options of the LAST new variant in the call (a bug when two different products
+# are modified in one call). Set to False for the corrected per-item semantics.
+TAU2_COMPAT = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +93,7 @@ def _price_difference(db: dict, order: dict, item_ids: list, new_item_ids: list,
             raise ToolError(f"New item {new_item_id} not found or available")
         diff += variant["price"] - item["price"]
         variants.append(variant)
-    return round(diff, 2), variants
+    return diff, variants
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +130,7 @@ def exchange_delivered_order_items(db: dict, order_id: str, item_ids: list, new_
         raise ToolError("Non-delivered order cannot be exchanged")
     _check_items_in_order(order, item_ids, "Number of {item_id} not found.")
     diff, _ = _price_difference(db, order, item_ids, new_item_ids, forbid_same=False)
+    diff = round(diff, 2)
     method = _payment_method(db, order["user_id"], payment_method_id)
     if _is_gift_card(method) and method["balance"] < diff:
         raise ToolError("Insufficient gift card balance to pay for the price difference")
@@ -187,12 +194,14 @@ def modify_pending_order_items(db: dict, order_id: str, item_ids: list, new_item
                                payment_method_id: str) -> dict:
     """Pending (not yet item-modified) only, once. The price difference is paid (positive) or
     refunded (negative) through ``payment_method_id``; gift cards move immediately. Status
-    becomes ``pending (item modified)``."""
+    becomes ``pending (item modified)``. See :data:`TAU2_COMPAT` for tau2's quirks."""
     order = _order(db, order_id)
     if order["status"] != "pending":
         raise ToolError("Non-pending order cannot be modified")
     _check_items_in_order(order, item_ids, "{item_id} not found")
     diff, variants = _price_difference(db, order, item_ids, new_item_ids, forbid_same=True)
+    if not TAU2_COMPAT:
+        diff = round(diff, 2)
     method = _payment_method(db, order["user_id"], payment_method_id)
     if _is_gift_card(method) and method["balance"] < diff:
         raise ToolError("Insufficient gift card balance to pay for the new item")
@@ -202,6 +211,8 @@ def modify_pending_order_items(db: dict, order_id: str, item_ids: list, new_item
     if _is_gift_card(method):
         method["balance"] = round(method["balance"] - diff, 2)
     for item_id, new_item_id, variant in zip(item_ids, new_item_ids, variants):
+        if TAU2_COMPAT:
+            variant = variants[-1]
         item = next((it for it in order["items"] if it["item_id"] == item_id), None)
         if item is None:  # a duplicate id listed more than once was already replaced
             raise ToolError(f"Item {item_id} not found")
