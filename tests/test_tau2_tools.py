@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from orchestra_jax.envs.tau2 import ToolSet
 from orchestra_jax.envs.tau2.airline import airline_tools
@@ -21,8 +22,7 @@ def _avail(eco, biz, seats=10):
             "prices": {"basic_economy": eco - 20, "economy": eco, "business": biz}}
 
 
-@pytest.fixture
-def adb():
+def _airline_db():
     return {
         "flights": {
             "HAT001": _flight("HAT001", "SFO", "JFK", "08:00:00", "16:00:00",
@@ -52,6 +52,11 @@ def adb():
             "created_at": "2024-05-14T10:00:00", "total_baggages": 2, "nonfree_baggages": 0,
             "insurance": "no"}},
     }
+
+
+@pytest.fixture
+def adb():
+    return _airline_db()
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +244,7 @@ def test_toolset_bad_calls_are_observations(air, adb):
 
 
 # ------------------------------------------------------------------------------------ retail
-@pytest.fixture
-def rdb():
+def _retail_db():
     addr = {"address1": "1 Main St", "address2": "", "city": "Austin", "country": "USA",
             "state": "TX", "zip": "78701"}
 
@@ -284,6 +288,11 @@ def rdb():
                                          "payment_method_id": "gift_card_1"}]},
         },
     }
+
+
+@pytest.fixture
+def rdb():
+    return _retail_db()
 
 
 @pytest.fixture(scope="module")
@@ -456,3 +465,34 @@ def test_modify_two_products_tau2_compat(ret, rdb, monkeypatch, compat):
     else:
         assert [i["price"] for i in items] == [120.5, 12.25]
         assert items[0]["options"] == {"c": "steel"}
+
+
+# ------------------------------------------------------------------------------------ fuzz
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
+    | st.text(max_size=12) | st.sampled_from(["ABC123", "ann_lee_1", "HAT001", "2024-05-20",
+                                                "#W1", "I1", "I2", "u1", "gift_card_1", "economy"]),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids,
+                                                              max_size=3),
+    max_leaves=8)
+
+
+def _arg_strategy(tools):
+    names = st.sampled_from([t.name for t in tools] + ["nope"])
+
+    def for_name(name):
+        props = list(tools.get(name).parameters.get("properties", {})) if name in tools else []
+        keys = st.sampled_from(props + ["junk"]) if props else st.just("junk")
+        return st.tuples(st.just(name), st.dictionaries(keys, _json, max_size=6)
+                         | _json)
+    return names.flatmap(for_name)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_random_calls_never_raise(data, air, ret):
+    for tools, db in ((air, _airline_db()), (ret, _retail_db())):
+        name, args = data.draw(_arg_strategy(tools))
+        r = tools.execute(db, name, args)
+        assert isinstance(r.observation, str)
+        assert r.ok or r.observation.startswith("Error: ")

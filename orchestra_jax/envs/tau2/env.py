@@ -159,8 +159,14 @@ def _call_id(n: int) -> str:
 
 
 def _normalise_calls(raw: Any) -> list[dict]:
+    if raw is None:
+        return []
+    if isinstance(raw, Mapping):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)):
+        return [{"name": None, "arguments": {}, "_error": f"tool_calls must be a list, got {raw!r:.80}"}]
     calls = []
-    for c in raw or ():
+    for c in raw:
         if not isinstance(c, Mapping):
             calls.append({"name": None, "arguments": {}, "_error": f"not a call object: {c!r}"})
             continue

@@ -100,16 +100,19 @@ def _coerce_integers(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def _schema_errors(arguments: Any, schema: Mapping[str, Any]) -> list[str]:
+def _schema_errors(arguments: Any, schema: Mapping[str, Any],
+                   validator: Optional[jsonschema.protocols.Validator] = None) -> list[str]:
     if not isinstance(arguments, dict):
         return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
-    validator = jsonschema.Draft7Validator(schema)
+    validator = validator or jsonschema.Draft7Validator(schema)
     errors = []
-    for err in sorted(validator.iter_errors(arguments), key=lambda e: list(e.path)):
+    for err in sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.path]):
         where = ".".join(str(p) for p in err.path)
         errors.append(f"{where}: {err.message}" if where else err.message)
     allowed = set(schema.get("properties", {}))
-    extra = sorted(set(arguments) - allowed)
+    extra = sorted(str(k) for k in set(arguments) - allowed)
+    if any(not isinstance(k, str) for k in arguments):
+        errors.append("argument names must be strings")
     if extra:
         errors.append(f"unexpected argument(s) {extra}; allowed: {sorted(allowed)}")
     return errors
@@ -130,6 +133,12 @@ class ToolSet:
                 raise ValueError(f"duplicate tool name {tool.name!r}")
             self._tools[tool.name] = tool
         self.assertions: dict[str, Callable[..., bool]] = dict(assertions or {})
+        self._validators: dict[str, jsonschema.protocols.Validator] = {}
+
+    def _validator(self, tool: FunctionTool) -> jsonschema.protocols.Validator:
+        if tool.name not in self._validators:
+            self._validators[tool.name] = jsonschema.Draft7Validator(tool.parameters)
+        return self._validators[tool.name]
 
     # -- container protocol -------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
@@ -170,7 +179,8 @@ class ToolSet:
         """Clear error strings for a call (empty list when the call is well-formed)."""
         if name not in self._tools:
             return [f"Tool '{name}' not found. Available tools: {self.names()}"]
-        return _schema_errors(arguments, self._tools[name].parameters)
+        tool = self._tools[name]
+        return _schema_errors(arguments, tool.parameters, self._validator(tool))
 
     def execute(self, db: dict, name: str, arguments: Any) -> ToolCallResult:
         """Run ``name(**arguments)`` on ``db`` (mutating it for write tools). Never raises."""
@@ -179,17 +189,25 @@ class ToolSet:
             msg = f"Tool '{name}' not found."
             return ToolCallResult(str(name), args_copy, f"Error: {msg}", False, msg)
         tool = self._tools[name]
-        errors = _schema_errors(arguments, tool.parameters)
-        if errors:
-            msg = f"invalid arguments for {name}: " + "; ".join(errors)
+        try:
+            errors = _schema_errors(arguments, tool.parameters, self._validator(tool))
+            if errors:
+                msg = f"invalid arguments for {name}: " + "; ".join(errors)
+                return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
+            kwargs = _coerce_integers(json.loads(json.dumps(arguments)), tool.parameters)
+        except (TypeError, ValueError, RecursionError) as e:
+            msg = f"invalid arguments for {name}: not JSON data ({e})"
             return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
-        kwargs = _coerce_integers(json.loads(json.dumps(arguments)), tool.parameters)
         try:
             value = tool.fn(db, **kwargs)
-        except (ToolError, ValueError, KeyError, TypeError, ArithmeticError) as e:
+            observation = to_observation(value)
+        except (ToolError, ValueError, KeyError, TypeError, ArithmeticError, RecursionError) as e:
             msg = str(e) if not isinstance(e, KeyError) else f"not found: {e}"
             return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
-        return ToolCallResult(name, args_copy, to_observation(value), True, None, value)
+        except Exception as e:  # a bug in a tool must not crash an episode
+            msg = f"internal error in {name}: {type(e).__name__}: {e}"
+            return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
+        return ToolCallResult(name, args_copy, observation, True, None, value)
 
     def run_assertion(self, db: dict, name: str, arguments: Mapping[str, Any]) -> bool:
         """Evaluate one env assertion; unknown assertion → ``ValueError``."""
