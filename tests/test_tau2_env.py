@@ -255,3 +255,36 @@ def test_scripted_user_transfer_token():
         t = await u.respond("transferring")
         assert t.done and t.stop_reason == TRANSFER
     run(go())
+
+
+def test_llm_nl_judge_through_env():
+    from orchestra_jax.envs.tau2 import LLMNLJudge
+
+    mock = load_domain("mock")
+    task = json.loads(json.dumps(mock.task("create_task_1_nl_eval")))
+    task["evaluation_criteria"]["reward_basis"] = ["DB", "NL_ASSERTION"]
+    verdict = {"results": [{"expectedOutcome": a, "reasoning": "ok", "metExpectation": True}
+                           for a in task["evaluation_criteria"]["nl_assertions"]]}
+    judge_model = ScriptedChatModel([ChatResponse(text="```json\n" + json.dumps(verdict) + "\n```"),
+                                     ChatResponse(text="not json at all")])
+    judge = LLMNLJudge(judge_model)
+    env = FunctionCallingEnv(mock, task, ScriptedUser(["Create a task please, and compliment me"]),
+                             nl_judge=judge)
+
+    async def go():
+        await env.reset()
+        await env.step({"tool_calls": [{"name": "create_task", "arguments": {
+            "user_id": "user_1", "title": "Important Meeting"}}]})
+        await env.step("Created! You are doing great.")
+        info = await env.final_reward_info_async()
+        # no gold actions and no env assertions (None): tau2 counts the DB as matched
+        assert "actions" not in task["evaluation_criteria"]
+        assert info.breakdown == {"DB": 1.0, "NL_ASSERTION": 1.0} and info.reward == 1.0
+        convo = judge_model.requests[0]["messages"][1]["content"]
+        assert "assistant: Created! You are doing great." in convo
+        assert "user: Create a task please" in convo
+        info = await env.final_reward_info_async()                   # unparsable -> not met
+        assert info.breakdown["NL_ASSERTION"] == 0.0
+    run(go())
+    with pytest.raises(TypeError, match="evaluate_async"):
+        env.final_reward()
