@@ -19,7 +19,7 @@ check policy rules (cabin/baggage allowance/24 h rule) — the agent must.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Optional
+from typing import Optional
 
 from orchestra_jax.envs.tau2.generic import calculate, transfer_to_human_agents
 from orchestra_jax.envs.tau2.toolset import (FunctionTool, ToolError, load_schema_file,
