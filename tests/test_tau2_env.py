@@ -288,3 +288,41 @@ def test_llm_nl_judge_through_env():
     run(go())
     with pytest.raises(TypeError, match="evaluate_async"):
         env.final_reward()
+
+
+def test_message_history_task_through_env():
+    mock = load_domain("mock")
+    task = mock.task("update_task_with_message_history")
+    env = FunctionCallingEnv(mock, task, ScriptedUser(["Now mark it completed, please."]))
+
+    async def go():
+        obs = await env.reset()
+        roles = [m["role"] for m in obs["messages"]]
+        # system + the 4 history messages (user, assistant tool call, tool, assistant) + reply
+        assert roles == ["system", "user", "assistant", "tool", "assistant", "user"]
+        assert obs["messages"][3]["tool_call_id"] == "call_1"
+        assert env.db["tasks"]["task_2"]["status"] == "pending"      # history call replayed
+        await env.step({"tool_calls": [{"name": "update_task_status",
+                                        "arguments": {"task_id": "task_2", "status": "completed"}}]})
+        # communicate_info is matched literally (lower-cased, commas removed)
+        info = " ".join(task["evaluation_criteria"]["communicate_info"])
+        _, done, _ = await env.step(f"Summary: {info.upper()}.")
+        assert done
+    run(go())
+    info = env.final_reward_info()
+    assert info.reward == 1.0, info
+
+
+def test_user_simulator_failure_is_flagged(airline, write_task):
+    task, _ = write_task
+    user = LLMUserSimulator(ScriptedChatModel([ChatResponse(text="Hi."),
+                                               RuntimeError("rate limited")]),
+                            guidelines="be a user")
+    env = FunctionCallingEnv(airline, task, user)
+
+    async def go():
+        await env.reset()
+        obs, done, info = await env.step("How can I help?")
+        assert obs == [] and done
+        assert env.termination_reason == "user_error" and "rate limited" in info["error"]
+    run(go())

@@ -30,7 +30,9 @@ priced with the response's ``cost_usd`` or, failing that, ``prices`` (a
 Episode ends (``done``) when the user emits ``###STOP###``/``###TRANSFER###``/``###OUT-OF-SCOPE###``
 (``termination_reason`` ``user_stop``), the agent says ``###STOP###`` (``agent_stop``), after
 ``max_steps`` messages (``max_steps``, reward 0 as in tau2) or ``max_errors`` failed tool calls
-(``too_many_errors``, reward 0). Cost is in US dollars, latency in wall-clock seconds.
+(``too_many_errors``, reward 0). A failing user simulator ends the episode with
+``termination_reason == "user_error"`` and ``error`` set (an infrastructure failure: drop such
+episodes rather than train on them). Cost is in US dollars, latency in wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ class FunctionCallingEnv:
         self.user_cost_usd = 0.0
         self.user_latency_s = 0.0
         self._n_calls = 0
+        self.error: Optional[str] = None
         self._reward_info: Optional[RewardInfo] = None
 
     @property
@@ -272,8 +275,7 @@ class FunctionCallingEnv:
         initial_state = self.task.get("initial_state") or {}
         apply_initial_state(self.domain, self.db, self.user_db, initial_state)
         for m in initial_state.get("message_history") or ():
-            self.history.append({k: v for k, v in m.items() if k in ("role", "content", "name")}
-                                if not m.get("tool_calls") else self._history_tool_msg(m))
+            self.history.append(self._history_msg(m))
         await self.user.reset(self.task)
         if not self.history:
             self.history.append({"role": "assistant", "content": self.greeting})
@@ -282,13 +284,20 @@ class FunctionCallingEnv:
             await self._user_turn(self.history[-1]["content"])
         return {"messages": self.messages, "tools": self.tools_openai()}
 
-    def _history_tool_msg(self, m: Mapping) -> dict:
-        calls = [{"id": tc.get("id") or _call_id(i), "type": "function",
-                  "function": {"name": tc.get("name"),
-                               "arguments": json.dumps(tc.get("arguments") or {})}}
-                 for i, tc in enumerate(m.get("tool_calls") or ())]
-        return {"role": m.get("role", "assistant"), "content": m.get("content"),
-                "tool_calls": calls}
+    @staticmethod
+    def _history_msg(m: Mapping) -> dict:
+        """A tau2 ``message_history`` entry in OpenAI chat format."""
+        role = m.get("role", "assistant")
+        if m.get("tool_calls"):
+            calls = [{"id": tc.get("id") or f"history_call_{i}", "type": "function",
+                      "function": {"name": tc.get("name"),
+                                   "arguments": json.dumps(tc.get("arguments") or {},
+                                                           default=str)}}
+                     for i, tc in enumerate(m["tool_calls"])]
+            return {"role": role, "content": m.get("content"), "tool_calls": calls}
+        if role == "tool":
+            return {"role": "tool", "tool_call_id": m.get("id"), "content": m.get("content")}
+        return {"role": role, "content": m.get("content")}
 
     # ------------------------------------------------------------------ stepping
     async def step(self, action: Any) -> tuple[list[dict], bool, dict]:
@@ -324,7 +333,8 @@ class FunctionCallingEnv:
         for i, c in enumerate(calls):
             openai_calls.append({"id": _call_id(start + i), "type": "function",
                                  "function": {"name": c.get("name"),
-                                              "arguments": json.dumps(c.get("arguments") or {})}})
+                                              "arguments": json.dumps(c.get("arguments") or {},
+                                                                      default=str)}})
         self.history.append({"role": "assistant", "content": None, "tool_calls": openai_calls})
         self.steps += 1
         for i, c in enumerate(calls):
@@ -365,10 +375,15 @@ class FunctionCallingEnv:
             self.done, self.termination_reason = True, "agent_stop"
             return []
         reply = await self._user_turn(text)
-        return [reply]
+        return [reply] if reply is not None else []
 
-    async def _user_turn(self, agent_text: str) -> dict:
-        turn = await self.user.respond(agent_text)
+    async def _user_turn(self, agent_text: str) -> Optional[dict]:
+        try:
+            turn = await self.user.respond(agent_text)
+        except Exception as e:  # the user simulator's LLM failed: end, flagged, not the agent's fault
+            self.error = f"user simulator failed: {type(e).__name__}: {e}"
+            self.done, self.termination_reason = True, "user_error"
+            return None
         self.user_cost_usd += float(turn.cost_usd or 0.0)
         self.user_latency_s += float(turn.latency_s or 0.0)
         msg = {"role": "user", "content": turn.text}
@@ -460,7 +475,8 @@ class FunctionCallingEnv:
 
     def _summary(self) -> dict:
         return {"steps": self.steps, "n_errors": self.n_errors, "cost_usd": self.cost_usd,
-                "latency_s": self.latency_s, "termination_reason": self.termination_reason}
+                "latency_s": self.latency_s, "termination_reason": self.termination_reason,
+                "error": self.error}
 
     # ------------------------------------------------------------------ scoring
     def recorded_actions(self) -> list[dict]:
