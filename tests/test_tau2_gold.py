@@ -212,3 +212,10 @@ def test_premature_termination_and_nl_judge(domains):
     assert evaluate_actions(mock, task, [], ["you get a compliment"], nl_judge=judge) == 1.0
     assert evaluate_actions(mock, task, [], ["no"], nl_judge=judge) == 0.0
     assert seen["n"] == 2
+
+
+def test_evaluate_accepts_domain_name_and_task_id(domains):
+    task = domains["retail"].task("0")
+    actions, messages = _gold(task)
+    assert evaluate_actions("retail", "0", actions, messages) == 1.0
+    assert evaluate_actions("retail", "0", actions[:-1], messages) == 0.0

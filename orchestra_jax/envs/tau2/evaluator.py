@@ -27,13 +27,14 @@ copies; calls in the history also count as episode calls and its assistant texts
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 import math
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
 
-from orchestra_jax.envs.tau2.domain import Domain
+from orchestra_jax.envs.tau2.domain import Domain, load_domain
 from orchestra_jax.envs.tau2.toolset import ToolCallResult
 
 __all__ = ["RewardInfo", "canonical_json", "db_hash", "replay", "evaluate", "evaluate_async",
@@ -182,6 +183,20 @@ def _reward_basis(criteria: Mapping) -> list[str]:
     return basis
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_domain(name: str) -> Domain:
+    return load_domain(name)
+
+
+def _resolve(domain: Union[Domain, str], task: Union[Mapping, str]) -> tuple[Domain, Mapping]:
+    """Accept a domain name/path (loaded once and cached) and a task id as conveniences."""
+    if not isinstance(domain, Domain):
+        domain = _cached_domain(str(domain))
+    if isinstance(task, str):
+        task = domain.task(task)
+    return domain, task
+
+
 def _evaluate_core(domain: Domain, task: Mapping, actions: Sequence[Mapping],
                    agent_messages: Sequence[str], termination_reason: Optional[str]) -> RewardInfo:
     criteria = task.get("evaluation_criteria")
@@ -282,13 +297,16 @@ def _needs_judge(info: RewardInfo, task: Mapping, nl_judge: Optional[NLJudge]) -
             and not _premature(info))
 
 
-def evaluate(domain: Domain, task: Mapping, actions: Sequence[Mapping],
-             agent_messages: Sequence[str], *, nl_judge: Optional[NLJudge] = None,
+def evaluate(domain: Union[Domain, str], task: Union[Mapping, str],
+             actions: Sequence[Mapping], agent_messages: Sequence[str], *,
+             nl_judge: Optional[NLJudge] = None,
              conversation: Optional[Sequence[dict]] = None,
              termination_reason: Optional[str] = None) -> RewardInfo:
     """Score an episode: ``actions`` = executed tool calls ``{"name","arguments"}`` in call
     order, ``agent_messages`` = the agent's texts to the user. ``nl_judge`` must be synchronous
-    here (use :func:`evaluate_async` for an async judge)."""
+    here (use :func:`evaluate_async` for an async judge). ``domain`` may be a name or path and
+    ``task`` a task id."""
+    domain, task = _resolve(domain, task)
     info = _evaluate_core(domain, task, actions, agent_messages, termination_reason)
     verdicts = None
     if _needs_judge(info, task, nl_judge):
@@ -301,11 +319,13 @@ def evaluate(domain: Domain, task: Mapping, actions: Sequence[Mapping],
     return _finish(info, task, verdicts, nl_judge is not None)
 
 
-async def evaluate_async(domain: Domain, task: Mapping, actions: Sequence[Mapping],
-                         agent_messages: Sequence[str], *, nl_judge: Optional[NLJudge] = None,
+async def evaluate_async(domain: Union[Domain, str], task: Union[Mapping, str],
+                         actions: Sequence[Mapping], agent_messages: Sequence[str], *,
+                         nl_judge: Optional[NLJudge] = None,
                          conversation: Optional[Sequence[dict]] = None,
                          termination_reason: Optional[str] = None) -> RewardInfo:
     """:func:`evaluate` with a sync or async ``nl_judge``."""
+    domain, task = _resolve(domain, task)
     info = _evaluate_core(domain, task, actions, agent_messages, termination_reason)
     verdicts = None
     if _needs_judge(info, task, nl_judge):
@@ -316,8 +336,9 @@ async def evaluate_async(domain: Domain, task: Mapping, actions: Sequence[Mappin
     return _finish(info, task, verdicts, nl_judge is not None)
 
 
-def evaluate_actions(domain: Domain, task: Mapping, actions: Sequence[Mapping],
-                     agent_messages: Sequence[str], **kwargs: Any) -> float:
+def evaluate_actions(domain: Union[Domain, str], task: Union[Mapping, str],
+                     actions: Sequence[Mapping], agent_messages: Sequence[str],
+                     **kwargs: Any) -> float:
     """The episode reward in [0, 1] (see :func:`evaluate`)."""
     return evaluate(domain, task, actions, agent_messages, **kwargs).reward
 
