@@ -326,3 +326,10 @@ def test_user_simulator_failure_is_flagged(airline, write_task):
         assert obs == [] and done
         assert env.termination_reason == "user_error" and "rate limited" in info["error"]
     run(go())
+
+
+def test_outer_loop_cut_scores_zero(airline, write_task):
+    task, acts = write_task
+    env = FunctionCallingEnv(airline, task, ScriptedUser(["Hi.", "Yes."]))
+    assert run(_scripted_episode(env, acts, _final_message(task))) == 1.0
+    assert env.final_reward(termination_reason="max_steps") == 0.0

@@ -483,25 +483,29 @@ class FunctionCallingEnv:
         """Every domain call that ran (agent's and experts'), in call order, for the evaluator."""
         return [{"name": c.name, "arguments": c.arguments} for c in self.executed_calls]
 
-    def _eval_args(self) -> tuple:
+    def _eval_args(self, termination_reason: Optional[str]) -> tuple:
         convo = [m for m in self.history if m.get("content")]
+        reason = termination_reason if termination_reason is not None else self.termination_reason
         return (self.domain, self.task, self.recorded_actions(), self.agent_messages), {
-            "nl_judge": self.nl_judge, "conversation": convo,
-            "termination_reason": self.termination_reason}
+            "nl_judge": self.nl_judge, "conversation": convo, "termination_reason": reason}
 
-    def final_reward_info(self) -> RewardInfo:
-        args, kwargs = self._eval_args()
+    def final_reward_info(self, termination_reason: Optional[str] = None) -> RewardInfo:
+        """tau2 evaluation of the episode so far. ``termination_reason`` overrides the env's own
+        (e.g. ``"max_steps"`` when an outer loop cut the episode: reward 0, as in tau2)."""
+        args, kwargs = self._eval_args(termination_reason)
         self._reward_info = evaluate(*args, **kwargs)
         return self._reward_info
 
-    async def final_reward_info_async(self) -> RewardInfo:
-        args, kwargs = self._eval_args()
+    async def final_reward_info_async(self, termination_reason: Optional[str] = None
+                                      ) -> RewardInfo:
+        """:meth:`final_reward_info` with an async ``nl_judge`` (e.g. :class:`LLMNLJudge`)."""
+        args, kwargs = self._eval_args(termination_reason)
         self._reward_info = await evaluate_async(*args, **kwargs)
         return self._reward_info
 
-    def final_reward(self) -> float:
+    def final_reward(self, termination_reason: Optional[str] = None) -> float:
         """tau2 reward in [0, 1] of the episode so far (sync ``nl_judge`` only)."""
-        return self.final_reward_info().reward
+        return self.final_reward_info(termination_reason).reward
 
     def record(self) -> dict:
         """A JSON-serialisable record of the episode."""
