@@ -394,19 +394,13 @@ class FunctionCallingEnv:
         return msg
 
     async def _call_expert(self, arguments: Mapping[str, Any], info: dict) -> list[dict]:
+        """Hand the turn to an expert. ``call_expert`` itself never enters :attr:`history` (the
+        effective conversation): only the expert's resulting message / tool calls do."""
         alias = arguments.get("expert") if isinstance(arguments, Mapping) else None
         if alias not in self.experts:
             self.n_errors += 1
-            obs = {"role": "tool", "name": "call_expert",
-                   "content": f"Error: unknown expert {alias!r}; choose one of {sorted(self.experts)}"}
-            self.history.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": _call_id(self._n_calls), "type": "function",
-                 "function": {"name": "call_expert", "arguments": json.dumps(arguments)}}]})
-            obs["tool_call_id"] = _call_id(self._n_calls)
-            self._n_calls += 1
-            self.history.append(obs)
-            self.steps += 2
-            return [obs]
+            return [{"role": "tool", "name": "call_expert", "content":
+                     f"Error: unknown expert {alias!r}; choose one of {sorted(self.experts)}"}]
         model_name = self._model_of(alias)
         record = ExpertCall(alias=alias, model=model_name, turn=self.turn)
         self.expert_calls.append(record)
