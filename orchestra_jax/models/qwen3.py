@@ -28,11 +28,13 @@ and attends to every slot ``j <= cache_index + i`` with ``kv_mask[b, j]`` true.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 from jax.ad_checkpoint import checkpoint_name
 
 from orchestra_jax.models.config import ModelConfig
@@ -261,15 +263,51 @@ def param_logical_axes(config: ModelConfig) -> Params:
 
 
 def init_params(config: ModelConfig, rng: jax.Array, mesh=None) -> Params:
-    """Random params (normal std 0.02, norm scales 1) in ``param_dtype``.
+    """Random params in ``param_dtype``: N(0, 0.02²) weights, norm scales 1.
 
-    With a ``mesh`` the params are created directly in their shards (never whole on one device).
+    Without a mesh all weights come from ONE flat normal draw cut into leaves (one RNG op: XLA
+    compiles it ~10x faster than per-leaf draws). With a ``mesh`` leaves of equal shape share a
+    draw of shape ``[count, *shape]`` constrained to the leaves' sharding, so every leaf is born
+    in its shards (per-device temp ≈ 2x its param shard; never the whole model on one device).
+    The two paths give different (equally distributed) values for the same ``rng``.
     """
-    fn = lambda r: unbox(_boxed_init(config, r))
+    flat = traverse_util.flatten_dict(abstract_params(config))
+    weights = [p for p in flat if p[-1] != "scale"]
+
+    def ones():
+        return {p: jnp.ones(leaf.shape, leaf.dtype) for p, leaf in flat.items()
+                if p[-1] == "scale"}
+
     if mesh is None:
+        sizes = [math.prod(flat[p].shape) for p in weights]
+
+        def fn(rng):
+            out = ones()
+            z = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+            off = 0
+            for p, n in zip(weights, sizes):
+                out[p] = (z[off:off + n].reshape(flat[p].shape) * 0.02).astype(flat[p].dtype)
+                off += n
+            return traverse_util.unflatten_dict(out)
+
         return jax.jit(fn)(rng)
-    shardings = param_shardings(mesh, jax.eval_shape(functools.partial(_boxed_init, config), rng))
-    return jax.jit(fn, out_shardings=shardings)(rng)
+
+    shard_flat = traverse_util.flatten_dict(param_shardings_for(config, mesh))
+    groups: dict[tuple, list[tuple]] = {}
+    for p in weights:
+        groups.setdefault((tuple(flat[p].shape), shard_flat[p].spec), []).append(p)
+
+    def fn_sharded(rng):
+        out = ones()
+        for gi, ((shape, spec), paths) in enumerate(groups.items()):
+            z = jax.random.normal(jax.random.fold_in(rng, gi), (len(paths),) + shape, jnp.float32)
+            z = jax.lax.with_sharding_constraint(z, jax.sharding.NamedSharding(
+                mesh, jax.sharding.PartitionSpec(None, *spec)))
+            for i, p in enumerate(paths):
+                out[p] = (z[i] * 0.02).astype(flat[p].dtype)
+        return traverse_util.unflatten_dict(out)
+
+    return jax.jit(fn_sharded, out_shardings=traverse_util.unflatten_dict(shard_flat))(rng)
 
 
 def param_shardings_for(config: ModelConfig, mesh) -> Params:

@@ -1,0 +1,179 @@
+"""Batched autoregressive sampling with a KV cache (jitted prefill + ``lax.while_loop`` decode).
+
+Prompts of different lengths are **left-padded** to a common bucket length ``P``: every row's last
+prompt token sits in slot ``P-1`` and all rows write generated tokens at the same cache slot, while
+each row's RoPE positions start at 0 at its first real token (``position = slot - pad``) and pad
+slots are masked out of attention. Batch size, prompt length and the new-token budget are padded
+to power-of-two buckets so repeated calls reuse compiled programs; temperature / top-p / top-k /
+stop ids / max_new_tokens are traced values (changing them does not recompile).
+
+Log-probs follow SGLang's ``output_token_logprobs``: the model's own ``log_softmax`` at the
+sampled token, *before* temperature and top-k/top-p filtering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from orchestra_jax.models.config import ModelConfig
+from orchestra_jax.models.qwen3 import apply, init_cache
+
+
+@dataclasses.dataclass
+class SampleOutput:
+    """Per prompt: generated ids (stop token included when hit), their log-probs, and why it
+    ended: ``"stop"`` (a stop token) or ``"length"`` (max_new_tokens)."""
+
+    tokens: list[list[int]]
+    logprobs: list[list[float]]
+    finish_reasons: list[str]
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    n = max(int(n), minimum)
+    return 1 << (n - 1).bit_length()
+
+
+def filter_logits(logits: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Masks (to -inf) tokens outside top-k (``top_k <= 0``: off) and outside the top-p nucleus
+    (``top_p >= 1``: off). ``logits`` [B, V] already temperature-scaled; top_p/top_k scalars."""
+    v = logits.shape[-1]
+
+    def filt(x):
+        srt = jnp.sort(x, axis=-1)[:, ::-1]
+        k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
+        kth = jax.lax.dynamic_index_in_dim(srt, k - 1, axis=1, keepdims=True)
+        x = jnp.where(x < kth, -jnp.inf, x)
+        srt = jnp.where(jnp.arange(v)[None, :] < k, srt, -jnp.inf)
+        probs = jax.nn.softmax(srt, axis=-1)
+        keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p
+        cutoff = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
+        return jnp.where(x < cutoff, -jnp.inf, x)
+
+    need = (top_k > 0) | (top_p < 1.0)
+    return jax.lax.cond(need, filt, lambda x: x, logits)
+
+
+def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array,
+                 top_k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One sampling step. logits [B, V] float32 → (token [B] int32, logprob [B] float32).
+
+    ``temperature == 0`` is greedy (argmax). The log-prob is the unscaled model log-softmax.
+    """
+    logits = logits.astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    greedy = jnp.argmax(logits, axis=-1)
+    scaled = filter_logits(logits / jnp.maximum(temperature, 1e-6), top_p, top_k)
+    sampled = jax.random.categorical(rng, scaled, axis=-1)
+    tok = jnp.where(temperature <= 0, greedy, sampled).astype(jnp.int32)
+    return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_steps"))
+def _generate(config: ModelConfig, params: Any, tokens: jax.Array, pad: jax.Array,
+              max_new: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: jax.Array,
+              stop_ids: jax.Array, rng: jax.Array, pad_id: jax.Array, *, max_steps: int):
+    """tokens [B, P] left-padded with ``pad[b]`` pad slots; returns tokens/logprobs [B, T]
+    (T = max_steps) and the number of valid tokens per row plus a stop flag per row."""
+    b, p = tokens.shape
+    s = p + max_steps
+    slots = jnp.arange(s)
+    kv_mask = (slots[None, :] >= pad[:, None]) & (slots[None, :] < p)
+    positions = jnp.maximum(jnp.arange(p)[None, :] - pad[:, None], 0).astype(jnp.int32)
+    cache = init_cache(config, b, s)
+    logits, cache = apply(config, params, tokens, positions, cache=cache,
+                          cache_index=jnp.int32(0), kv_mask=kv_mask)
+    tok, lp = sample_token(logits[:, -1], jax.random.fold_in(rng, 0), temperature, top_p, top_k)
+    out_tok = jnp.full((b, max_steps), pad_id, jnp.int32).at[:, 0].set(tok)
+    out_lp = jnp.zeros((b, max_steps), jnp.float32).at[:, 0].set(lp)
+    done = jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
+    stopped = done
+    lengths = jnp.ones((b,), jnp.int32)
+    prompt_len = (p - pad).astype(jnp.int32)
+
+    def cond(state):
+        t, _, _, _, _, _, done, _, _ = state
+        return (t < max_new) & ~jnp.all(done)
+
+    def body(state):
+        t, cache, kv_mask, last, out_tok, out_lp, done, stopped, lengths = state
+        slot = p + t - 1
+        kv_mask = kv_mask.at[:, slot].set(True)
+        pos = (prompt_len + t - 1)[:, None]
+        logits, cache = apply(config, params, last[:, None], pos, cache=cache,
+                              cache_index=slot, kv_mask=kv_mask)
+        tok, lp = sample_token(logits[:, 0], jax.random.fold_in(rng, t), temperature, top_p,
+                               top_k)
+        tok = jnp.where(done, pad_id, tok)
+        lp = jnp.where(done, 0.0, lp)
+        out_tok = out_tok.at[:, t].set(tok)
+        out_lp = out_lp.at[:, t].set(lp)
+        lengths = lengths + (~done).astype(jnp.int32)
+        hit = ~done & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
+        return (t + 1, cache, kv_mask, tok, out_tok, out_lp, done | hit, stopped | hit, lengths)
+
+    state = (jnp.int32(1), cache, kv_mask, tok, out_tok, out_lp, done, stopped, lengths)
+    state = jax.lax.while_loop(cond, body, state)
+    _, _, _, _, out_tok, out_lp, _, stopped, lengths = state
+    return out_tok, out_lp, lengths, stopped
+
+
+def generate(config: ModelConfig, params: Any, prompts: Sequence[Sequence[int]], *,
+             max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = -1,
+             stop_token_ids: Sequence[int] = (), rng: Optional[jax.Array] = None,
+             pad_id: int = 0) -> SampleOutput:
+    """Samples one continuation per prompt with a KV cache (see module docstring).
+
+    Raises ``ValueError`` for empty prompts, out-of-vocab ids, bad sampling values, or a
+    prompt + max_new_tokens longer than ``config.max_position_embeddings``.
+    """
+    if not prompts:
+        return SampleOutput([], [], [])
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    lens = [len(p) for p in prompts]
+    if min(lens) == 0:
+        raise ValueError(f"prompt {lens.index(0)} is empty")
+    vocab = config.vocab_size
+    for i, p in enumerate(prompts):
+        bad = [t for t in p if not 0 <= int(t) < vocab]
+        if bad:
+            raise ValueError(f"prompt {i} has token ids outside [0, {vocab}): {bad[:5]}")
+    longest = max(lens) + max_new_tokens
+    if longest > config.max_position_embeddings:
+        raise ValueError(f"prompt ({max(lens)}) + max_new_tokens ({max_new_tokens}) = {longest} "
+                         f"exceeds max_position_embeddings {config.max_position_embeddings}")
+    n = len(prompts)
+    bsz, plen, steps = bucket(n), bucket(max(lens), 16), bucket(max_new_tokens, 16)
+    tokens = np.full((bsz, plen), pad_id, np.int32)
+    pad = np.full((bsz,), plen - 1, np.int32)
+    for i, p in enumerate(prompts):
+        tokens[i, plen - len(p):] = np.asarray(p, np.int32)
+        pad[i] = plen - len(p)
+    stops = list(dict.fromkeys(int(s) for s in stop_token_ids))
+    stop_arr = np.full((bucket(len(stops), 4),), -1, np.int32)
+    stop_arr[:len(stops)] = stops
+    rng = jax.random.key(0) if rng is None else rng
+    out_tok, out_lp, lengths, stopped = _generate(
+        config, params, jnp.asarray(tokens), jnp.asarray(pad), jnp.int32(max_new_tokens),
+        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k), jnp.asarray(stop_arr),
+        rng, jnp.int32(pad_id), max_steps=steps)
+    out_tok, out_lp, lengths, stopped = jax.device_get((out_tok, out_lp, lengths, stopped))
+    toks, lps, reasons = [], [], []
+    for i in range(n):
+        k = int(lengths[i])
+        toks.append([int(t) for t in out_tok[i, :k]])
+        lps.append([float(x) for x in out_lp[i, :k]])
+        reasons.append("stop" if stopped[i] else "length")
+    return SampleOutput(toks, lps, reasons)
