@@ -4,8 +4,9 @@ A random tiny policy almost never writes a valid ``<tool_call>``, so tests and d
 drive the tool paths deterministically (search -> enhance_reasoning -> answer) use this engine:
 it implements the :class:`~orchestra_jax.rollout.engine.Engine` protocol by emitting, per call,
 the next entry of a script (token ids, or text encoded with the tokenizer) — and it computes
-the log-probabilities of those tokens with the REAL model's forward pass
-(:func:`orchestra_jax.rollout.logprob_check.recompute_logprobs`), so the trajectory records it
+the log-probabilities of those tokens with the REAL model's forward pass (:func:`score_tokens`:
+the causal forward run chunk by chunk through the KV cache, so a 5k-token prompt never
+materialises [L, vocab] logits at once), so the trajectory records it
 produces (tokens, mask, log-probs) are exactly what a policy with those params would be scored
 with. It does not sample; never use it for training data.
 
@@ -22,11 +23,53 @@ import threading
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from orchestra_jax.models import apply, init_cache
 from orchestra_jax.rollout.engine import GenerateOutput, SamplingParams
-from orchestra_jax.rollout.logprob_check import recompute_logprobs
 
 ScriptEntry = Union[str, Sequence[int]]
 Script = Union[Sequence[ScriptEntry], Callable[[list[int], int], ScriptEntry]]
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(2,))
+def _score_chunk(config, params, cache, tokens, targets, start, kv_mask):
+    """log p(targets[i] | seq[:start+i+1]) for one chunk, and the updated cache."""
+    c = tokens.shape[1]
+    positions = (start + jnp.arange(c, dtype=jnp.int32))[None, :]
+    logits, cache = apply(config, params, tokens, positions, cache=cache, cache_index=start,
+                          kv_mask=kv_mask)
+    logp = jax.nn.log_softmax(logits[0].astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[0][:, None], axis=-1)[:, 0], cache
+
+
+def score_tokens(config: Any, params: Any, prompt: Sequence[int], completion: Sequence[int],
+                 chunk: int = 256) -> np.ndarray:
+    """log p(completion[i] | prompt + completion[:i]) in nats (float32 array), computed with the
+    model's causal forward in ``chunk``-token pieces over a KV cache."""
+    seq = [int(t) for t in prompt] + [int(t) for t in completion]
+    n, p = len(seq), len(prompt)
+    if p < 1 or not completion:
+        raise ValueError("score_tokens needs a non-empty prompt and completion")
+    total = max(chunk, 1 << (n - 1).bit_length())
+    total = -(-total // chunk) * chunk
+    toks = np.zeros((total + 1,), np.int32)
+    toks[:n] = seq
+    cache = init_cache(config, 1, total, dtype=jnp.float32)
+    kv_mask = jnp.asarray((np.arange(total) < n)[None, :])
+    out = np.zeros((total,), np.float32)
+    first = (p - 1) // chunk * chunk  # chunks before this one only fill the cache
+    for start in range(0, n - 1 if n > 1 else 1, chunk):
+        lp, cache = _score_chunk(config, params, cache, jnp.asarray(toks[None, start:start + chunk]),
+                                 jnp.asarray(toks[None, start + 1:start + chunk + 1]),
+                                 jnp.int32(start), kv_mask)
+        if start >= first:
+            out[start:start + chunk] = np.asarray(lp)
+    return out[p - 1:n - 1].copy()
 
 
 class ScriptedPolicyEngine:
@@ -79,7 +122,7 @@ class ScriptedPolicyEngine:
             ids = ids[: sampling.max_new_tokens]
             if finish == "stop" and ids[-1] not in sampling.stop_token_ids:
                 finish = "length"
-            lps = recompute_logprobs(self.config, self.params, [p], [ids])[0]
+            lps = score_tokens(self.config, self.params, p, ids)
             outs.append(GenerateOutput(ids, [float(x) for x in lps], finish, len(p)))
         dt = time.perf_counter() - t0
         for o in outs:
