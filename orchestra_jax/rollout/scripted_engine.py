@@ -19,11 +19,10 @@ across calls) or a callable ``(prompt_ids, call_index) -> ids | str``. The outpu
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence, Union
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -47,10 +46,22 @@ def _score_chunk(config, params, cache, tokens, targets, start, kv_mask):
     return jnp.take_along_axis(logp, targets[0][:, None], axis=-1)[:, 0], cache
 
 
+class _PrefixCache:
+    """KV cache of the last scored sequence, reused when the next one extends it (episodes are
+    append-only, so turn k+1's prompt starts with turn k's prompt + completion)."""
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.cache: Any = None
+        self.total = 0
+        self.valid = 0  # positions [0, valid) hold K/V computed from self.tokens
+
+
 def score_tokens(config: Any, params: Any, prompt: Sequence[int], completion: Sequence[int],
-                 chunk: int = 256) -> np.ndarray:
+                 chunk: int = 256, prefix_cache: Optional[_PrefixCache] = None) -> np.ndarray:
     """log p(completion[i] | prompt + completion[:i]) in nats (float32 array), computed with the
-    model's causal forward in ``chunk``-token pieces over a KV cache."""
+    model's causal forward in ``chunk``-token pieces over a KV cache (optionally reusing the
+    cache of a previous call whose sequence this one extends)."""
     seq = [int(t) for t in prompt] + [int(t) for t in completion]
     n, p = len(seq), len(prompt)
     if p < 1 or not completion:
@@ -59,16 +70,27 @@ def score_tokens(config: Any, params: Any, prompt: Sequence[int], completion: Se
     total = -(-total // chunk) * chunk
     toks = np.zeros((total + 1,), np.int32)
     toks[:n] = seq
-    cache = init_cache(config, 1, total, dtype=jnp.float32)
-    kv_mask = jnp.asarray((np.arange(total) < n)[None, :])
+    kv_mask = jnp.ones((1, total), bool)  # causal masking alone hides unwritten slots
+    begin, cache = 0, None
+    pc = prefix_cache
+    if pc is not None and pc.cache is not None and pc.total == total:
+        k = min(pc.valid, (p - 1) // chunk * chunk)
+        if pc.tokens[:k] == seq[:k]:
+            begin, cache = k, pc.cache
+        pc.cache = None  # donated below; re-set when scoring finishes
+    if cache is None:
+        cache = init_cache(config, 1, total, dtype=jnp.float32)
     out = np.zeros((total,), np.float32)
     first = (p - 1) // chunk * chunk  # chunks before this one only fill the cache
-    for start in range(0, n - 1 if n > 1 else 1, chunk):
+    for start in range(begin, n - 1, chunk):
         lp, cache = _score_chunk(config, params, cache, jnp.asarray(toks[None, start:start + chunk]),
                                  jnp.asarray(toks[None, start + 1:start + chunk + 1]),
                                  jnp.int32(start), kv_mask)
         if start >= first:
             out[start:start + chunk] = np.asarray(lp)
+    if pc is not None:
+        pc.tokens, pc.cache, pc.total = seq, cache, total
+        pc.valid = (n - 1) // chunk * chunk  # the last chunk may hold padding garbage
     return out[p - 1:n - 1].copy()
 
 
@@ -87,6 +109,8 @@ class ScriptedPolicyEngine:
         self.script = script
         self.tokenizer = tokenizer
         self._lock = threading.Lock()
+        self._score_lock = threading.Lock()
+        self._prefix = _PrefixCache()
         self.calls = 0
 
     def _entry(self, prompt: list[int]) -> Optional[list[int]]:
@@ -122,7 +146,8 @@ class ScriptedPolicyEngine:
             ids = ids[: sampling.max_new_tokens]
             if finish == "stop" and ids[-1] not in sampling.stop_token_ids:
                 finish = "length"
-            lps = score_tokens(self.config, self.params, p, ids)
+            with self._score_lock:
+                lps = score_tokens(self.config, self.params, p, ids, prefix_cache=self._prefix)
             outs.append(GenerateOutput(ids, [float(x) for x in lps], finish, len(p)))
         dt = time.perf_counter() - t0
         for o in outs:
