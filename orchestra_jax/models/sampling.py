@@ -41,24 +41,46 @@ def bucket(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
+_BISECT_STEPS = 40
+
+
+def _bisect(lo: jax.Array, hi: jax.Array, pred) -> tuple[jax.Array, jax.Array]:
+    """Shrinks [lo, hi] (per row, [B, 1]) keeping ``pred(lo)`` true and ``pred(hi)`` false."""
+    def body(_, lh):
+        lo, hi = lh
+        mid = lo + (hi - lo) / 2
+        ok = pred(mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+    return jax.lax.fori_loop(0, _BISECT_STEPS, body, (lo, hi))
+
+
 def filter_logits(logits: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
     """Masks (to -inf) tokens outside top-k (``top_k <= 0``: off) and outside the top-p nucleus
-    (``top_p >= 1``: off). ``logits`` [B, V] already temperature-scaled; top_p/top_k scalars."""
-    v = logits.shape[-1]
+    (``top_p >= 1``: off). ``logits`` [B, V] already temperature-scaled; top_p/top_k scalars.
 
-    def filt(x):
-        srt = jnp.sort(x, axis=-1)[:, ::-1]
-        k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
-        kth = jax.lax.dynamic_index_in_dim(srt, k - 1, axis=1, keepdims=True)
-        x = jnp.where(x < kth, -jnp.inf, x)
-        srt = jnp.where(jnp.arange(v)[None, :] < k, srt, -jnp.inf)
-        probs = jax.nn.softmax(srt, axis=-1)
-        keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p
-        cutoff = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
-        return jnp.where(x < cutoff, -jnp.inf, x)
+    Nucleus rule (same as a sorted cumulative sum): token j is kept iff the total probability
+    of tokens more likely than j is < top_p — the most likely token is always kept. Thresholds
+    are found by bisection (O(V) per step, no sort of the vocabulary); ties at the threshold
+    are all kept.
+    """
+    def topk(x):  # the largest t with count(x >= t) >= k is the k-th largest logit
+        finite = jnp.isfinite(x)
+        lo = jnp.min(jnp.where(finite, x, jnp.inf), axis=-1, keepdims=True)
+        hi = jnp.max(jnp.where(finite, x, -jnp.inf), axis=-1, keepdims=True)
+        kth, _ = _bisect(lo, hi + 1.0,
+                         lambda t: jnp.sum(x >= t, axis=-1, keepdims=True) >= top_k)
+        return jnp.where(x >= kth, x, -jnp.inf)
 
-    need = (top_k > 0) | (top_p < 1.0)
-    return jax.lax.cond(need, filt, lambda x: x, logits)
+    def topp(x):  # smallest v with P(tokens with prob > v) < top_p; keep probs >= v
+        probs = jax.nn.softmax(x, axis=-1)
+        pmax = jnp.max(probs, axis=-1, keepdims=True)
+        _, v = _bisect(jnp.zeros_like(pmax), pmax,
+                       lambda v: jnp.sum(jnp.where(probs > v, probs, 0.0), axis=-1,
+                                         keepdims=True) >= top_p)
+        return jnp.where(probs >= v, x, -jnp.inf)
+
+    logits = jax.lax.cond(top_k > 0, topk, lambda x: x, logits)
+    return jax.lax.cond(top_p < 1.0, topp, lambda x: x, logits)
 
 
 def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array,
@@ -69,10 +91,14 @@ def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_
     """
     logits = logits.astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    greedy = jnp.argmax(logits, axis=-1)
-    scaled = filter_logits(logits / jnp.maximum(temperature, 1e-6), top_p, top_k)
-    sampled = jax.random.categorical(rng, scaled, axis=-1)
-    tok = jnp.where(temperature <= 0, greedy, sampled).astype(jnp.int32)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def draw(_):
+        scaled = filter_logits(logits / jnp.maximum(temperature, 1e-6), top_p, top_k)
+        return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+
+    # greedy skips the filters and the [B, V] Gumbel noise entirely
+    tok = jax.lax.cond(temperature <= 0, lambda _: greedy, draw, None)
     return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
 

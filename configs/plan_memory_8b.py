@@ -1,0 +1,28 @@
+"""AOT memory plan of one Qwen3-8B training step (fwd + bwd + AdamW), nothing allocated.
+
+Run:    .venv/bin/python experiments/plan_memory.py --config=configs/plan_memory_8b.py
+        (override e.g. --config.mesh='(2,4,1)' --config.seq_len=2048 --config.model=qwen3-1.7b)
+Expect: ~1-3 min of XLA compile on 8 fake CPU devices, then a table of per-device bytes from
+        compiled.memory_analysis(): arguments (f32 params + AdamW mu/nu shards + batch), outputs,
+        aliased (donated) bytes, temps, generated code, and the total in GiB — for qwen3-8b on a
+        (1,8,1) FSDP mesh, 1 sequence x 4096 tokens per device, bf16 compute, remat 'full':
+        about 12.2 GiB of params+optimizer state per device plus the step's temporaries.
+        The measured figures are recorded in BENCHMARKS.md.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = "qwen3-8b"            # a key of orchestra_jax.models.presets
+    c.mesh = (1, 8, 1)              # (data, fsdp, tensor); -1 = the remaining devices
+    c.fake_cpu_devices = 8          # CPU only: fake device count (set before jax starts)
+    c.per_device_batch = 1          # sequences per device (global batch = this * data * fsdp)
+    c.seq_len = 4096                # tokens per sequence
+    c.param_dtype = "float32"       # master weights + AdamW state
+    c.compute_dtype = "bfloat16"
+    c.remat_policy = "full"         # see orchestra_jax.models.REMAT_POLICIES
+    c.scan_layers = True
+    c.learning_rate = 1e-6
+    c.weight_decay = 0.01
+    return c
