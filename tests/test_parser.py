@@ -1,6 +1,5 @@
 """Tool-call parser: valid turns, every malformed kind, and 10,000 generated malformed strings."""
 import json
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -92,6 +92,14 @@ async def _timed(coro, timeout: Optional[float]):
     return await (asyncio.wait_for(coro, timeout) if timeout else coro)
 
 
+def _time_left(config: EpisodeConfig, deadline: Optional[float]) -> Optional[float]:
+    """Seconds the next engine/env call may take: min(per-turn limit, episode time left)."""
+    limits = [config.turn_timeout_s] if config.turn_timeout_s else []
+    if deadline is not None:
+        limits.append(deadline - time.perf_counter())
+    return min(limits) if limits else None
+
+
 async def run_episode(engine: Engine, tokenizer, env: EpisodeEnv,
                       config: EpisodeConfig = EpisodeConfig()) -> Trajectory:
     """Runs one episode to the end and returns its :class:`Trajectory`. Never raises for
@@ -116,12 +124,11 @@ async def run_episode(engine: Engine, tokenizer, env: EpisodeEnv,
             if budget <= 0:
                 finish = "context"
                 break
-            remaining = None if deadline is None else deadline - time.perf_counter()
-            if remaining is not None and remaining <= 0:
+            timeout = _time_left(config, deadline)
+            if timeout is not None and timeout <= 0:
                 finish = "timeout"
+                traj.error = f"turn {turn_idx}: episode time limit reached"
                 break
-            timeout = min(x for x in (config.turn_timeout_s, remaining) if x is not None) \
-                if (config.turn_timeout_s or remaining is not None) else None
             sampling = SamplingParams(
                 max_new_tokens=budget, temperature=config.temperature, top_p=config.top_p,
                 top_k=config.top_k, stop_token_ids=stop_ids,
@@ -158,9 +165,7 @@ async def run_episode(engine: Engine, tokenizer, env: EpisodeEnv,
                 raise RuntimeError(f"engine error mid-turn: {out.error}")
 
             t1 = time.perf_counter()
-            remaining = None if deadline is None else deadline - time.perf_counter()
-            timeout = min(x for x in (config.turn_timeout_s, remaining) if x is not None) \
-                if (config.turn_timeout_s or remaining is not None) else None
+            timeout = _time_left(config, deadline)
             try:
                 step = await _timed(env.step(parsed), timeout)
             except asyncio.TimeoutError:
@@ -208,3 +213,6 @@ async def run_episode(engine: Engine, tokenizer, env: EpisodeEnv,
             f"finish failed: {type(e).__name__}: {e}"
     traj.wall_s = time.perf_counter() - t_start
     return traj
+
+
+__all__ = ["EpisodeConfig", "run_episode", "EpisodeEnv", "EnvStart", "EnvStep", "EnvOutcome"]

@@ -1,0 +1,102 @@
+"""Episode-loop control: finish reasons (context, max_turns, timeout, error), sandbox-backed
+enhance_reasoning with a scripted local expert, and trajectory invariants. Fast (no retrieval)."""
+import asyncio
+import json
+import time
+
+import jax
+import pytest
+
+from orchestra_jax.chat.assembly import ContextLimits
+from orchestra_jax.chat.tokenizer import load_tokenizer
+from orchestra_jax.envs.qa import QAEnv
+from orchestra_jax.models import init_params, presets
+from orchestra_jax.rollout.episode import EpisodeConfig, run_episode
+from orchestra_jax.rollout.local_expert import LocalChatModel
+from orchestra_jax.rollout.scripted_engine import ScriptedPolicyEngine
+from orchestra_jax.tools.aliases import ModelMapping
+from orchestra_jax.tools.meta_tools import QAToolkit, QAToolkitConfig
+from orchestra_jax.tools.pricing import PriceSheet, pricing_dir
+
+TASK = {"id": "six-times-seven", "question": "What is 6 times 7?", "answer": "42"}
+
+
+def call(name, **args):
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call><|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def world():
+    tok = load_tokenizer()
+    cfg = presets["tiny-hd128"]
+    params = init_params(cfg, jax.random.key(1))
+    return tok, cfg, params
+
+
+def qa_env(world, expert_script):
+    tok, cfg, params = world
+    mapping = ModelMapping.paper_eval()
+    expert = LocalChatModel(ScriptedPolicyEngine(cfg, params, expert_script, tok), tok,
+                            model="scripted-expert")
+    return QAEnv(TASK, QAToolkit(mapping=mapping, experts={m: expert for m in mapping.models()},
+                                 prices=PriceSheet.load(pricing_dir() / "paper_eval.json"),
+                                 config=QAToolkitConfig(tools=("enhance_reasoning", "answer"),
+                                                        sandbox_timeout_s=20)))
+
+
+def run(world, policy_script, expert_script=(), **cfg):
+    tok, mcfg, params = world
+    engine = ScriptedPolicyEngine(mcfg, params, policy_script, tok)
+    return asyncio.run(run_episode(engine, tok, qa_env(world, list(expert_script)),
+                                   EpisodeConfig(**cfg)))
+
+
+def test_reason_then_answer_correct_with_real_sandbox(world):
+    traj = run(world, [call("enhance_reasoning", model="reasoner-2"), call("answer", model="answer-4")],
+               ["```python\nprint(6 * 7)\n```<|im_end|>", "So it is \\boxed{42}.<|im_end|>"])
+    assert traj.error is None and traj.finish_reason == "done"
+    traj.validate()
+    out = traj.turns[0].tool_results[0]
+    assert out["extra"]["executed"] and out["extra"]["returncode"] == 0
+    assert "42" in traj.turns[0].observations[0]
+    assert traj.answer == "42" and traj.correct is True and traj.reward == 1.0
+    assert traj.info["grade"]["method"] == "exact"
+    assert dict(zip(traj.tool_names, traj.tool_counts))["reasoner-2"] == 1
+    # the expert's code output is in the policy's next prompt (a user turn)
+    tok = world[0]
+    s, _ = traj.turns[1].prompt_span
+    assert "42" in tok.decode(traj.tokens[s:traj.turns[1].response_span[0]])
+
+
+def test_context_limit_stops_the_episode(world):
+    tok = world[0]
+    probe = run(world, [call("answer", model="answer-1")], ["\\boxed{1}<|im_end|>"])
+    first_prompt = probe.turns[0].prompt_tokens
+    traj = run(world, [call("enhance_reasoning", model="reasoner-1")] * 3,
+               ["```python\nprint('x' * 50)\n```<|im_end|>"] * 3,
+               limits=ContextLimits(max_prompt_tokens=first_prompt + 40))
+    assert traj.finish_reason == "context" and traj.num_turns == 1 and traj.error is None
+    assert len(traj.tokens) > first_prompt + 40
+    assert traj.reward == 0.0 and traj.answer_valid is False
+
+
+def test_max_turns_with_format_errors(world):
+    traj = run(world, ['<tool_call>{"name": "answer"}</tool_call><|im_end|>'] * 2, max_turns=2)
+    assert traj.finish_reason == "max_turns" and traj.num_turns == 2
+    assert not traj.format_ok_all
+    assert all("keys must be exactly" in t.errors[0] for t in traj.turns)
+    assert traj.turns[0].observations[0].startswith("Format error")
+    assert sum(traj.tool_counts) == 0
+    traj.validate()
+
+
+def test_turn_timeout_and_engine_error_are_recorded(world):
+    def slow(prompt, i):
+        time.sleep(3)
+        return call("answer", model="answer-1")
+
+    traj = run(world, slow, turn_timeout_s=0.5)
+    assert traj.finish_reason == "timeout" and "generation exceeded" in traj.error
+    traj = run(world, [])  # exhausted script -> engine error, recorded, not raised
+    assert traj.finish_reason == "error" and "script exhausted" in traj.error
+    assert traj.reward == 0.0
