@@ -100,3 +100,37 @@ def test_turn_timeout_and_engine_error_are_recorded(world):
     traj = run(world, [])  # exhausted script -> engine error, recorded, not raised
     assert traj.finish_reason == "error" and "script exhausted" in traj.error
     assert traj.reward == 0.0
+
+
+def test_tau2_call_expert_with_local_expert_model(world):
+    """tau2 expert mode: the policy calls call_expert(expert-2); a local expert model (LocalChatModel
+    over a scripted engine) answers with a <tool_call> that the env executes as the agent's action."""
+    from orchestra_jax.envs.tau2.env import FunctionCallingEnv
+    from orchestra_jax.envs.user_sim import ScriptedUser
+    from orchestra_jax.rollout.tau2_adapter import Tau2EpisodeEnv
+    tok, cfg, params = world
+    create = {"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}
+    expert = LocalChatModel(ScriptedPolicyEngine(
+        cfg, params, ["<tool_call>\n" + json.dumps(create) + "\n</tool_call><|im_end|>"], tok), tok,
+        model="Qwen/Qwen3-32B")
+    fc = FunctionCallingEnv("mock", "create_task_1", ScriptedUser(["Please create it.", "Thanks"]),
+                            experts={"expert-2": expert},
+                            prices=PriceSheet.load(pricing_dir() / "paper_eval.json"))
+    env = Tau2EpisodeEnv(fc)
+    assert "expert-2" in env.tool_names and "call_expert" not in env.tool_names
+    policy = [call("call_expert", expert="expert-2"),
+              "<message>The agent confirmed the task was created successfully.</message><|im_end|>",
+              "<message>Bye!</message><|im_end|>"]
+    traj = asyncio.run(run_episode(ScriptedPolicyEngine(cfg, params, policy, tok), tok, env,
+                                   EpisodeConfig(observation_role="tool", max_turns=6)))
+    assert traj.error is None, traj.error
+    traj.validate()
+    assert traj.finish_reason == "done" and traj.reward == 1.0 and traj.correct
+    counts = dict(zip(traj.tool_names, traj.tool_counts))
+    assert counts["expert-2"] == 1 and counts.get("create_task", 0) == 0
+    assert traj.info["executed_calls"] == [create]
+    # the expert's tokens are priced (Qwen3-32B at $0.8/M in and out) into the turn's cost
+    exp = traj.turns[0].tool_results[0]["expert_call"]
+    assert exp["prompt_tokens"] > 0 and exp["cost_usd"] == pytest.approx(
+        (exp["prompt_tokens"] + exp["completion_tokens"]) * 0.8 / 1e6)
+    assert traj.cost_usd > exp["cost_usd"]
