@@ -85,7 +85,7 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_k=None, cache_v=None, cache_index=None):
+    def __call__(self, x, positions, mask, kv_cache=None, cache_index=None, layer=None):
         c = self.config
         dt, pdt = c.dtype, c.param_dtype
         d, h, k, dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
@@ -107,13 +107,16 @@ class Attention(nn.Module):
                     "activation_head_dim")
         kk = constrain(checkpoint_name(kk, "k"), kv_names)
         v = constrain(checkpoint_name(v, "v"), kv_names)
-        if cache_k is not None:
-            idx = (0, cache_index, 0, 0)
-            kk = jax.lax.dynamic_update_slice(cache_k, kk.astype(cache_k.dtype), idx)
-            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), idx)
-            new_k, new_v = kk, v
-        else:
-            new_k = new_v = None
+        if kv_cache is not None:
+            # write into the whole [N, B, S, K, Dh] cache in place (a loop-carried buffer: no
+            # copy per decode step), then read this layer's slice back for attention
+            ck, cv = kv_cache
+            idx = (layer, 0, cache_index, 0, 0)
+            ck = jax.lax.dynamic_update_slice(ck, kk.astype(ck.dtype)[None], idx)
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype)[None], idx)
+            kk = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False)
+            v = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False)
+            kv_cache = (ck, cv)
         b, lq = q.shape[:2]
         g = h // k
         qg = q.reshape(b, lq, k, g, dh)
@@ -124,7 +127,7 @@ class Attention(nn.Module):
         out = jnp.einsum("bkgls,bskd->blkgd", probs, v.astype(dt)).reshape(b, lq, h, dh)
         out = checkpoint_name(out, "attn_out")
         y = jnp.einsum("blhk,hkd->bld", out, wo.astype(dt))
-        return y, new_k, new_v
+        return y, kv_cache
 
 
 class MLP(nn.Module):
@@ -153,22 +156,23 @@ _ACT = ("activation_batch", "activation_length", "activation_embed")
 class DecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)); then + mlp(norm(.)).
 
-    ``cache_kv`` is ``None`` or this layer's ``(k, v)`` cache; returns ``(x, (k, v) or None)``
-    (the carry/output signature ``nn.scan`` needs).
+    ``carry = (x, kv_cache)`` with ``kv_cache`` ``None`` or the whole ``(k, v)`` cache of all
+    layers (this layer writes slice ``layer``); returns ``(carry, None)`` — the signature
+    ``nn.scan`` needs (``layer`` is the scanned-over input).
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_kv, cache_index):
+    def __call__(self, carry, positions, mask, cache_index, layer):
         c = self.config
-        ck, cv = cache_kv if cache_kv is not None else (None, None)
+        x, kv_cache = carry
         hn = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="input_norm")(x)
-        a, nk, nv = Attention(c, name="attn")(hn, positions, mask, ck, cv, cache_index)
+        a, kv_cache = Attention(c, name="attn")(hn, positions, mask, kv_cache, cache_index, layer)
         x = constrain(x + a, _ACT)
         hn = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="post_attn_norm")(x)
         x = constrain(x + MLP(c, name="mlp")(hn), _ACT)
-        return x, (None if cache_kv is None else (nk, nv))
+        return (x, kv_cache), None
 
 
 def _remat_policy(name: str):
@@ -208,26 +212,18 @@ class Qwen3(nn.Module):
         if c.remat_policy != "none":
             cls = nn.remat(cls, policy=_remat_policy(c.remat_policy),
                            prevent_cse=not c.scan_layers)
-        new_cache = None
+        kv = None if cache is None else (cache["k"], cache["v"])
         if c.scan_layers:
             stack = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                             length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            kv = None if cache is None else (cache["k"], cache["v"])
-            x, out_kv = stack(c, name="layers")(x, positions, mask, kv, cache_index)
-            if cache is not None:
-                new_cache = {"k": out_kv[0], "v": out_kv[1]}
+            (x, kv), _ = stack(c, name="layers")((x, kv), positions, mask, cache_index,
+                                                 jnp.arange(c.num_layers))
         else:
-            ks, vs = [], []
             for i in range(c.num_layers):
-                kv = None if cache is None else (cache["k"][i], cache["v"][i])
-                x, out_kv = cls(c, name=f"layers_{i}")(x, positions, mask, kv, cache_index)
-                if out_kv is not None:
-                    ks.append(out_kv[0])
-                    vs.append(out_kv[1])
-            if cache is not None:
-                new_cache = {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+                (x, kv), _ = cls(c, name=f"layers_{i}")((x, kv), positions, mask, cache_index, i)
+        new_cache = None if kv is None else {"k": kv[0], "v": kv[1]}
         x = RMSNorm(c.rms_norm_eps, dt, pdt, name="final_norm")(x)
         if c.tie_word_embeddings:
             logits = jnp.einsum("bld,vd->blv", x, emb.astype(dt),
