@@ -248,3 +248,15 @@ def test_frames_loader(shared_data):
     assert len(load_frames(shared_data / "frames" / "frames.jsonl", limit=5)) == 5
     with pytest.raises(FileNotFoundError):
         load_frames(shared_data / "nope.jsonl")
+
+
+def test_runner_gives_each_episode_of_a_group_its_own_noise(world):
+    w = world
+    cfg = EpisodeConfig(max_turns=1, limits=ContextLimits(max_new_tokens_per_turn=8), seed=7)
+    envs = [lambda: QAEnv(TASK, make_toolkit(w)) for _ in range(2)]
+    a, b = asyncio.run(run_episodes(w["engine"], w["tok"], envs, cfg, progress=False))
+    sa, sb = a.turns[0].response_span, b.turns[0].response_span
+    assert a.tokens[:sa[0]] == b.tokens[:sb[0]]  # same task, same prompt
+    assert a.tokens[sa[0]:sa[1]] != b.tokens[sb[0]:sb[1]]  # different samples
+    again = asyncio.run(run_episodes(w["engine"], w["tok"], envs[:1], cfg, progress=False))[0]
+    assert again.tokens == a.tokens  # seeded -> reproducible

@@ -10,6 +10,7 @@ concurrent ``generate`` calls); the runner just keeps up to ``concurrency`` epis
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Callable, Optional, Sequence, Union
 
@@ -27,7 +28,11 @@ async def run_episodes(engine: Engine, tokenizer,
                        desc: str = "episodes") -> list[Trajectory]:
     """Runs every env's episode (envs may be env objects or zero-arg factories), at most
     ``concurrency`` at a time. Returns trajectories in input order; each is written to
-    ``writer`` (append + flush) as soon as it finishes."""
+    ``writer`` (append + flush) as soon as it finishes.
+
+    With ``config.seed`` set, episode ``i`` uses seed ``config.seed + 100_003 * i`` so repeated
+    rollouts of one task (a GRPO group) do not replay the same noise. Leave the seed ``None``
+    for throughput: the local engine only batches requests with identical sampling params."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     sem = asyncio.Semaphore(concurrency)
@@ -43,7 +48,9 @@ async def run_episodes(engine: Engine, tokenizer,
             try:
                 env = env_or_factory() if callable(env_or_factory) and not hasattr(
                     env_or_factory, "reset") else env_or_factory
-                traj = await run_episode(engine, tokenizer, env, config)
+                cfg = config if config.seed is None else dataclasses.replace(
+                    config, seed=config.seed + 100_003 * i)
+                traj = await run_episode(engine, tokenizer, env, cfg)
             except Exception as e:  # noqa: BLE001 - run_episode guards itself; factories may not
                 traj = Trajectory(task_id=str(getattr(env_or_factory, "task_id", i)),
                                   finish_reason="error", error=f"{type(e).__name__}: {e}",
