@@ -139,3 +139,30 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         presets["tiny"].replace(remat_policy="sometimes")
     with pytest.raises(ValueError, match="tokens must be"):
         forward(presets["tiny"], init_params(presets["tiny"], jax.random.key(0)), np.zeros(3))
+
+
+def test_packed_segments_equal_separate_sequences():
+    config = presets["tiny"]
+    params = init_params(config, jax.random.key(2))
+    a, b = _tokens(config.vocab_size, (1, 7), 3), _tokens(config.vocab_size, (1, 5), 4)
+    packed = np.concatenate([a, b, np.zeros((1, 4), np.int32)], axis=1)        # + 4 pad
+    seg = np.array([[1] * 7 + [2] * 5 + [0] * 4], np.int32)
+    pos = np.array([list(range(7)) + list(range(5)) + [0] * 4], np.int32)
+    out = np.asarray(forward(config, params, packed, positions=pos, segment_ids=seg))
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[:, :7], np.asarray(forward(config, params, a)), atol=1e-5)
+    np.testing.assert_allclose(out[:, 7:12], np.asarray(forward(config, params, b)), atol=1e-5)
+
+
+def test_bf16_compute_and_params_track_float32():
+    config = presets["tiny"]
+    params = init_params(config, jax.random.key(5))
+    toks = _tokens(config.vocab_size, (2, 9), 6)
+    ref = np.asarray(forward(config, params, toks))
+    bf = np.asarray(forward(config.replace(dtype="bfloat16"), params, toks))
+    p16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    both = np.asarray(forward(config.replace(dtype="bfloat16", param_dtype="bfloat16"), p16, toks))
+    assert bf.dtype == np.float32 and both.dtype == np.float32      # logits always f32
+    scale = np.abs(ref).max()
+    assert np.abs(bf - ref).max() < 0.05 * scale and np.abs(both - ref).max() < 0.05 * scale
+    assert np.abs(bf - ref).max() > 0                                # really ran in bf16
