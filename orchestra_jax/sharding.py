@@ -21,6 +21,7 @@ outside a mesh context they are no-ops, so the same model code runs on one devic
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional, Sequence
 
 import jax
@@ -179,7 +180,16 @@ def unbox(tree: Any) -> Any:
 
 def shard_params(params: Any, mesh: Mesh, logical_axes: Any = None,
                  rules: Sequence[tuple[str, MeshAxes]] = LOGICAL_AXIS_RULES) -> Any:
-    """Places every leaf of ``params`` on ``mesh`` per :func:`param_shardings` (unboxed result)."""
+    """Places every leaf of ``params`` on ``mesh`` per :func:`param_shardings` (unboxed result).
+
+    Plain arrays carry no logical names: pass ``logical_axes`` (for the Qwen3 model,
+    ``orchestra_jax.models.param_logical_axes(config)``, or use ``models.shard_params``),
+    otherwise every leaf is replicated (a warning says so on multi-device meshes).
+    """
+    if (logical_axes is None and mesh.devices.size > 1
+            and not any(_is_boxed(x) for x in jax.tree.leaves(params, is_leaf=_is_boxed))):
+        warnings.warn("shard_params: params carry no logical axis names and no logical_axes "
+                      "were given; every leaf is replicated", stacklevel=2)
     shardings = param_shardings(mesh, params, logical_axes, rules)
     return jax.tree.map(lambda x, s: jax.device_put(x, s), unbox(params), shardings)
 

@@ -106,3 +106,15 @@ def test_load_hf_checkpoint_on_mesh(tmp_path, scan):
     with jax.set_mesh(mesh):
         out = np.asarray(forward(config, params, toks))
     assert np.abs(out - np.asarray(forward(config, ref_params, toks))).max() <= 1e-5
+
+
+def test_sharding_shard_params_with_names_and_warning():
+    from orchestra_jax import sharding
+    config = presets["tiny"]
+    params = init_params(config, jax.random.key(0))
+    mesh = make_mesh((1, 4, 2))
+    placed = sharding.shard_params(params, mesh, param_logical_axes(config))
+    assert placed["layers_1"]["mlp"]["down_proj"].sharding.spec == P("tensor", "fsdp")
+    with pytest.warns(UserWarning, match="replicated"):
+        rep = sharding.shard_params(params, mesh)
+    assert rep["embed"].sharding.spec == P()
