@@ -25,4 +25,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.scan_layers = True
     c.learning_rate = 1e-6
     c.weight_decay = 0.01
+    c.execute = False               # True: also run the step on real (random) arrays and report
+                                    # step time + the device's measured peak memory
     return c

@@ -83,7 +83,31 @@ def plan(cfg: Any) -> dict:
     }
     out["total_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] +
                           out["temp_bytes"] + out["generated_code_bytes"])
+    if getattr(cfg, "execute", False):
+        out.update(_execute(config, mesh, opt, o_sh, compiled, gb, cfg.seq_len))
     return out
+
+
+def _execute(config, mesh, opt, o_sh, compiled, gb, seq_len, steps: int = 3) -> dict:
+    """Really runs the compiled step (random params and tokens): wall time per step and, where
+    the backend reports it, the device's peak bytes in use (to check the plan against)."""
+    from orchestra_jax.models import init_params
+    params = init_params(config, jax.random.key(0), mesh=mesh)
+    opt_state = jax.jit(opt.init, out_shardings=o_sh)(params)
+    b_sh = NamedSharding(mesh, P(("data", "fsdp"), None))
+    toks = jax.device_put(jax.random.randint(jax.random.key(1), (gb, seq_len), 0,
+                                             config.vocab_size, jnp.int32), b_sh)
+    times, losses = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        params, opt_state, loss = compiled(params, opt_state, toks, toks)
+        losses.append(float(loss))                      # blocks until the step is done
+        times.append(time.perf_counter() - t0)
+    stats = jax.devices()[0].memory_stats() or {}
+    step_s = min(times[1:]) if len(times) > 1 else times[0]
+    flops = 6 * config.num_params * gb * seq_len        # dense matmul FLOPs, attention excluded
+    return {"step_s": step_s, "losses": losses, "peak_bytes": stats.get("peak_bytes_in_use"),
+            "tokens_per_s": gb * seq_len / step_s, "model_tflops_per_s": flops / step_s / 1e12}
 
 
 def report(r: dict) -> str:
@@ -95,7 +119,13 @@ def report(r: dict) -> str:
     head = (f"{r['model']} ({r['num_params'] / 1e9:.2f} B params) on mesh {r['mesh']} "
             f"[{r['platform']}], global batch {r['global_batch']} x {r['seq_len']} tokens, "
             f"compile {r['compile_s']:.1f} s")
-    return "\n".join([head] + [f"  {k:<40s} {v / GiB:9.3f} GiB" for k, v in rows])
+    lines = [head] + [f"  {k:<40s} {v / GiB:9.3f} GiB" for k, v in rows]
+    if "step_s" in r:
+        peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / GiB:.3f} GiB"
+        lines.append(f"  executed: step {r['step_s']:.3f} s, {r['tokens_per_s']:.0f} tok/s, "
+                     f"{r['model_tflops_per_s']:.1f} model TFLOP/s (6*N*tokens), measured peak "
+                     f"device memory {peak}, losses {[round(x, 3) for x in r['losses']]}")
+    return "\n".join(lines)
 
 
 def main(_):
