@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.disable_precompile = True       # precompiling every bucket takes minutes on 2 cores
     c.skip_server_warmup = True
     c.disable_radix_cache = False     # weights change only via restart here, so the cache stays valid
+    # sglang-jax 0.1.0rc0 on CPU: with the overlap scheduler, concurrent (batched) greedy requests
+    # sometimes decode different tokens than the same requests sent one at a time (a race; seen in
+    # 3 of 7 runs under CPU load, 0 of 5 with this flag). Correctness first: keep it disabled.
+    c.disable_overlap_schedule = True
     c.skip_tokenizer_init = False     # False: /v1/chat/completions works (needs a tokenizer)
     c.log_level = "info"
     c.tokenizer_path = None

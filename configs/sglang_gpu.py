@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.disable_precompile = False      # sglang-jax-only flag; ignored (False) here
     c.skip_server_warmup = False
     c.disable_radix_cache = False     # weight_sync flushes the cache after every update
+    c.disable_overlap_schedule = False
     c.skip_tokenizer_init = False
     c.enable_deterministic_inference = False
     c.log_level = "info"

@@ -153,6 +153,7 @@ def build_command(config: Any, port: int, model_path: Optional[str] = None) -> l
         "disable_precompile": "--disable-precompile",
         "skip_server_warmup": "--skip-server-warmup",
         "disable_radix_cache": "--disable-radix-cache",
+        "disable_overlap_schedule": "--disable-overlap-schedule",
         "skip_tokenizer_init": "--skip-tokenizer-init",
         "enable_deterministic_sampling": "--enable-deterministic-sampling",
         "enable_deterministic_inference": "--enable-deterministic-inference",
