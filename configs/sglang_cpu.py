@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.env = {"JAX_PLATFORMS": "cpu"}  # extra environment for the server process
     c.log_dir = ""                    # '' = <repo>/runs/sglang_logs
     c.startup_timeout_s = 180.0
+    c.restart_grace_s = 1.0           # SIGTERM→SIGKILL wait when restarting (weight sync), seconds
     c.shutdown_grace_s = 10.0
     c.prepare_checkpoint = True       # patch config.json/tokenizer_config.json for transformers 4.57
     return c

@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.env = {}
     c.log_dir = ""
     c.startup_timeout_s = 900.0
+    c.restart_grace_s = 1.0           # SIGTERM→SIGKILL wait when restarting (weight sync), seconds
     c.shutdown_grace_s = 30.0
     c.prepare_checkpoint = False
     return c

@@ -223,6 +223,13 @@ def test_parse_response_variants():
     assert out.finish_reason == "stop" and out.token_ids == [4, 7] and out.logprobs == [-0.5, -1.5]
     out = parse_generate_response(_answer(req, [4], abort=True), 2, 0.1)
     assert out.finish_reason == "error" and "aborted" in out.error
+    # sglang-jax 0.1.0rc0 re-sends the logprob prefix every 50 tokens: lp[:50] + lp[:120]
+    ids = list(range(100, 220))
+    dup = _answer(req, ids)
+    pairs = dup["meta_info"]["output_token_logprobs"]
+    dup["meta_info"]["output_token_logprobs"] = pairs[:50] + pairs
+    out = parse_generate_response(dup, 2, 0.1)
+    assert out.token_ids == ids and out.logprobs == [p[0] for p in pairs]
     bad = _answer(req, [4, 5])
     bad["output_ids"] = [4, 6]
     with pytest.raises(ValueError, match="disagree"):

@@ -128,7 +128,8 @@ def test_greedy_matches_local_sampler(live):
 def test_logprobs_match_trainer_forward(live):
     prompts = _prompts(seed=2)
     greedy = SamplingParams(max_new_tokens=16, temperature=0.0, stop_token_ids=(EOS,))
-    sampled = SamplingParams(max_new_tokens=16, temperature=1.0, stop_token_ids=(EOS,), seed=3)
+    # > 50 tokens: exercises the client's fix for sglang-jax re-sending logprobs every 50 tokens.
+    sampled = SamplingParams(max_new_tokens=120, temperature=1.0, stop_token_ids=(EOS,), seed=3)
 
     async def run():
         async with SGLangEngine([live.server.url], request_timeout_s=120) as eng:
@@ -208,33 +209,69 @@ def test_weight_sync_restart_serves_new_params(live):
     assert len(list((live.tmp / "exports").iterdir())) == 1
 
 
+class _ChatterEnv:
+    """A tool-free environment: every turn gets a short user reply; it never ends by itself, so
+    episodes run until the context fills (or the engine fails)."""
+
+    tool_names: list = []
+
+    def __init__(self, i: int):
+        self.task_id = f"chatter-{i}"
+
+    async def reset(self):
+        from orchestra_jax.envs.base import EnvStart
+        return EnvStart(messages=[{"role": "user", "content": f"Tell me a story, part {self.task_id}."}],
+                        tools=[])
+
+    async def step(self, turn):
+        from orchestra_jax.envs.base import EnvStep
+        return EnvStep(observations=["Go on."])
+
+    async def finish(self, finish_reason):
+        from orchestra_jax.envs.base import EnvOutcome
+        return EnvOutcome(reward=0.0, correct=False)
+
+
 @pytest.mark.slow
-def test_kill_mid_batch_fails_cleanly_then_restart(live):
+def test_kill_mid_batch_fails_episodes_cleanly_then_restart(live):
+    """SIGKILL the server while episodes (episode runner → SGLangEngine) wait on it."""
+    from orchestra_jax.chat.assembly import ContextLimits
+    from orchestra_jax.chat.tokenizer import load_tokenizer
+    from orchestra_jax.rollout.episode import EpisodeConfig
+    from orchestra_jax.rollout.runner import run_episodes
+
     server = live.server
     pgid = server.pid
     assert len(server.process_ids()) >= 2  # http server + scheduler (+ detokenizer)
-    prompts = _prompts((5, 9, 13, 17, 21, 25), seed=5)
-    long = SamplingParams(max_new_tokens=400, temperature=1.0, seed=0)
+    tok = load_tokenizer(str(live.tokenizer_dir))
     timeout_s = 30.0
+    cfg = EpisodeConfig(max_turns=20, temperature=1.0, turn_timeout_s=timeout_s,
+                        episode_timeout_s=2 * timeout_s,
+                        limits=ContextLimits(max_prompt_tokens=400, max_new_tokens_per_turn=96,
+                                             max_total_tokens=500))
+
+    async def episodes(eng, n):
+        return await run_episodes(eng, tok, [_ChatterEnv(i) for i in range(n)], cfg,
+                                  concurrency=n, progress=False)
 
     async def batch_then_kill():
         eng = SGLangEngine([server.url], request_timeout_s=timeout_s, max_retries=2)
-        task = asyncio.ensure_future(eng.generate(prompts, long))
-        await asyncio.sleep(1.0)  # requests are in flight (prefill JIT + decode take longer)
+        task = asyncio.ensure_future(episodes(eng, 6))
+        while eng.servers[0].in_flight == 0 and not task.done():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
         server.kill()
         t0 = time.perf_counter()
-        outs = await task
+        trajs = await task
         await eng.aclose()
-        return outs, time.perf_counter() - t0
+        return trajs, time.perf_counter() - t0
 
-    outs, elapsed = asyncio.run(asyncio.wait_for(batch_then_kill(), timeout=timeout_s + 10))
+    trajs, elapsed = asyncio.run(asyncio.wait_for(batch_then_kill(), timeout=2 * timeout_s))
     assert elapsed < timeout_s
-    failed = [o for o in outs if o.finish_reason == "error"]
-    assert failed, "the kill should have hit at least one in-flight request"
-    for o in failed:
-        assert "server unavailable" in o.error or "timeout" in o.error, o.error
-    for o in outs:
-        assert o.finish_reason == "error" or len(o.token_ids) > 0
+    failed = [t for t in trajs if t.finish_reason == "error"]
+    assert failed, f"the kill should have hit in-flight episodes: {[t.finish_reason for t in trajs]}"
+    for t in failed:
+        assert "engine error" in t.error and ("server unavailable" in t.error or "timeout" in t.error), t.error
     # Nothing of the dead server may keep running (zombies aside, which stop() reaps).
     deadline = time.time() + 10
     while group_pids(pgid) and time.time() < deadline:
@@ -243,4 +280,7 @@ def test_kill_mid_batch_fails_cleanly_then_restart(live):
     server.stop()
     # The next batch runs after a restart.
     server.start()
+    next_batch = asyncio.run(episodes(SGLangEngine([server.url], request_timeout_s=timeout_s), 2))
+    assert all(t.finish_reason in ("context", "max_turns") and t.num_turns >= 1 for t in next_batch), \
+        [(t.finish_reason, t.error) for t in next_batch]
     _assert_greedy_parity(live, _prompts((4, 11), seed=6), max_new_tokens=8)

@@ -305,9 +305,14 @@ def parse_generate_response(data: dict[str, Any], prompt_tokens: int,
     pairs = meta.get("output_token_logprobs")
     if pairs is None:
         raise ValueError("meta_info.output_token_logprobs missing (was return_logprob sent?)")
+    token_ids = [int(t) for t in data.get("output_ids", [p[1] for p in pairs])]
+    if len(pairs) > len(token_ids) > 0 and [int(p[1]) for p in pairs[-len(token_ids):]] == token_ids:
+        # sglang-jax 0.1.0rc0 never advances send_output_token_logprobs_offset, so a request that
+        # runs past 50 tokens gets its logprob prefix re-sent every 50 tokens (the list becomes
+        # lp[:50] + lp[:100] + ... + lp). The last chunk is always the complete list.
+        pairs = pairs[-len(token_ids):]
     logprobs = [float(p[0]) for p in pairs]
     ids_from_lp = [int(p[1]) for p in pairs]
-    token_ids = [int(t) for t in data.get("output_ids", ids_from_lp)]
     if token_ids != ids_from_lp:
         raise ValueError(f"output_ids {token_ids[:8]}... disagree with the logprob token ids "
                          f"{ids_from_lp[:8]}...")
