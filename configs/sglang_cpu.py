@@ -43,7 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_level = "info"
     c.tokenizer_path = None
     c.extra_args = []
-    c.env = {"JAX_PLATFORMS": "cpu"}  # extra environment for the server process
+    # Extra environment for the server process (relative paths are under the repo root). The
+    # persistent XLA cache makes the first request after a restart (weight sync) ~1 s, not ~3.6 s.
+    c.env = {"JAX_PLATFORMS": "cpu",
+             "JAX_COMPILATION_CACHE_DIR": "runs/xla_cache_sglang_jax",
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     c.log_dir = ""                    # '' = <repo>/runs/sglang_logs
     c.startup_timeout_s = 180.0
     c.restart_grace_s = 1.0           # SIGTERM→SIGKILL wait when restarting (weight sync), seconds

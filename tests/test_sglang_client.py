@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import pathlib
 import socket
 import threading
 import time
@@ -50,6 +51,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             fake.abort_event.set()
             self._send(200, {})
             return
+        if self.path == "/update_weights_from_disk" and fake.weight_updates is not None:
+            import os
+            path = req.get("model_path", "")
+            ok = os.path.isfile(os.path.join(path, "config.json")) and any(
+                f.endswith(".safetensors") for f in os.listdir(path))
+            with fake.lock:
+                fake.weight_updates.append(req)
+            self._send(200 if ok else 400, {"success": ok, "message": "loaded" if ok else "bad path",
+                                            "num_paused_requests": 0})
+            return
         if self.path != "/generate":
             self._send(404, {"error": "not found"})
             return
@@ -86,8 +97,10 @@ def _answer(req, ids, abort=False):
 
 
 class FakeServer:
-    def __init__(self, index: int, delay_s: float = 0.0, hang: bool = False):
+    def __init__(self, index: int, delay_s: float = 0.0, hang: bool = False,
+                 weight_endpoint: bool = False):
         self.index, self.delay_s, self.hang = index, delay_s, hang
+        self.weight_updates: list[dict] | None = [] if weight_endpoint else None
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.aborted: list[str] = []
@@ -246,3 +259,40 @@ def test_constructor_validation():
         SGLangEngine(["http://x"], max_concurrency=0)
     with pytest.raises(ValueError):
         SGLangEngine(["http://x"], request_timeout_s=0)
+
+
+def _tiny_model():
+    import jax
+
+    from orchestra_jax.models import init_params, presets
+    config = presets["tiny"]
+    return config, init_params(config, jax.random.key(0))
+
+
+def test_weight_sync_disk_mode_posts_update_weights_from_disk(fakes, tmp_path):
+    """The upstream-SGLang path: export to disk, then POST /update_weights_from_disk everywhere."""
+    from orchestra_jax.rollout.weight_sync import WeightSync
+    a, b = fakes(weight_endpoint=True), fakes(weight_endpoint=True)
+    sync = WeightSync(urls=[a.url, b.url], export_root=tmp_path / "w")
+    assert sync.mode == "disk"
+    config, params = _tiny_model()
+    res = sync.sync(config, params)
+    res2 = sync.sync(config, params)
+    for srv in (a, b):
+        assert [u["weight_version"] for u in srv.weight_updates] == ["1", "2"]
+        assert srv.weight_updates[-1]["model_path"] == res2.path
+        assert srv.weight_updates[-1]["flush_cache"] is True
+    assert res.export_s > 0 and res.update_s > 0 and res.mode == "disk"
+    # keep_last=1: the first export is gone, the served one stays.
+    assert not pathlib.Path(res.path).exists() and pathlib.Path(res2.path, "config.json").exists()
+
+
+def test_weight_sync_disk_mode_reports_missing_endpoint(fakes, tmp_path):
+    from orchestra_jax.rollout.weight_sync import WeightSync, WeightSyncError
+    srv = fakes()  # like sglang-jax: no /update_weights_from_disk
+    sync = WeightSync(urls=[srv.url], mode="disk", export_root=tmp_path / "w")
+    config, params = _tiny_model()
+    with pytest.raises(WeightSyncError, match="no /update_weights_from_disk endpoint"):
+        sync.sync(config, params)
+    with pytest.raises(ValueError, match="restart"):
+        WeightSync(urls=[srv.url], mode="restart")

@@ -1,0 +1,92 @@
+"""Measures weight sync into an sglang-jax server (config: configs/bench_weight_sync.py).
+
+sglang-jax 0.1.0rc0 has no /update_weights_* endpoint, so a sync = export the params as an HF
+checkpoint (save_hf_checkpoint, /dev/shm) + restart the server on it (orchestra_jax.rollout.
+weight_sync.WeightSync, mode "restart"). Prints export/update seconds, the first /generate latency
+after the restart, and greedy parity with the in-process sampler.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import pathlib
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def _load_config(path: str):
+    spec = importlib.util.spec_from_file_location("server_cfg", REPO / path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def main(_):
+    import jax
+    import numpy as np
+
+    from orchestra_jax.chat.tokenizer import load_tokenizer
+    from orchestra_jax.models import init_params, presets
+    from orchestra_jax.rollout.engine import SamplingParams
+    from orchestra_jax.rollout.launcher import SGLangServer
+    from orchestra_jax.rollout.local_engine import LocalJaxEngine
+    from orchestra_jax.rollout.sglang_client import SGLangEngine
+    from orchestra_jax.rollout.weight_sync import WeightSync, export_checkpoint
+
+    cfg = _CONFIG.value
+    config = presets[cfg.model].replace(dtype="float32",
+                                        max_position_embeddings=min(4096, presets[cfg.model]
+                                                                    .max_position_embeddings))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_weight_sync_"))
+    tok_dir = tmp / "tokenizer"
+    load_tokenizer().save_pretrained(str(tok_dir))
+
+    def params_for(seed):  # x10 init scale: clear greedy margins (see tests/test_sglang_server.py)
+        p = init_params(config, jax.random.key(seed))
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: x if any(getattr(k, "key", None) == "scale" for k in path) else x * 10, p)
+
+    params = params_for(0)
+    ckpt = export_checkpoint(config, params, tmp / "ckpt0", tokenizer_dir=tok_dir)
+    server_cfg = _load_config(cfg.server)
+    server_cfg.model_path = str(ckpt)
+    env = {k: v for k, v in dict(server_cfg.env).items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if cfg.jit_cache_dir:
+        env.update(JAX_COMPILATION_CACHE_DIR=cfg.jit_cache_dir,
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    server_cfg.env = env
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 151643, size=cfg.prompt_len).tolist() for _ in range(cfg.prompts)]
+    sp = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    print(f"model {cfg.model} ({config.num_params / 1e6:.1f}M params), jit cache "
+          f"{'on' if cfg.jit_cache_dir else 'off'}", flush=True)
+    with SGLangServer(server_cfg) as server:
+        print(f"initial start: {server.startup_s:.2f} s", flush=True)
+        sync = WeightSync([server], tokenizer_dir=tok_dir)
+        for i in range(1, cfg.syncs + 1):
+            params = params_for(i)
+            res = sync.sync(config, params)
+            t0 = time.perf_counter()
+            remote = SGLangEngine([server.url]).generate_sync(prompts, sp)
+            first = time.perf_counter() - t0
+            same = None
+            if cfg.check_parity:
+                local = asyncio.run(LocalJaxEngine(config, params).generate(prompts, sp))
+                same = all(r.token_ids == l.token_ids for r, l in zip(remote, local))
+            print(f"sync {i}: export {res.export_s:.2f} s, update (restart) {res.update_s:.2f} s, "
+                  f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
+                  f"greedy == local: {same}", flush=True)
+        sync.close()
+
+
+if __name__ == "__main__":
+    from absl import app
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs" / "bench_weight_sync.py"))
+    app.run(main)
