@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "tiny-hd128"          # a key of orchestra_jax.models.presets (random weights)
     c.compute_dtype = "float32"     # bfloat16 on accelerators
     c.param_dtype = "float32"
+    c.scan_layers = False
     c.batch_sizes = (1, 8)
     c.prompt_len = 128
     c.max_new_tokens = 64

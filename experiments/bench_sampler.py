@@ -17,8 +17,11 @@ from orchestra_jax.models.sampling import generate
 
 def bench(cfg) -> list[dict]:
     """Runs the benchmark; returns one dict per batch size (seconds, tokens/s)."""
-    config = presets[cfg.model].replace(dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype)
-    params = init_params(config, jax.random.key(0))
+    config = presets[cfg.model].replace(dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype,
+                                        scan_layers=cfg.scan_layers)
+    t0 = time.perf_counter()
+    params = jax.block_until_ready(init_params(config, jax.random.key(0)))
+    print(f"  init_params {time.perf_counter() - t0:.1f} s (compile included)")
     rs = np.random.RandomState(0)
     rows = []
     for bsz in cfg.batch_sizes:

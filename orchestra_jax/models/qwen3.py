@@ -258,14 +258,18 @@ def param_logical_axes(config: ModelConfig) -> Params:
     return nn.get_partition_spec(boxed)
 
 
+_FLAT_INIT_MAX = 1 << 26  # weights; above this the single flat draw compiles slowly on GPU
+
+
 def init_params(config: ModelConfig, rng: jax.Array, mesh=None) -> Params:
     """Random params in ``param_dtype``: N(0, 0.02²) weights, norm scales 1.
 
-    Without a mesh all weights come from ONE flat normal draw cut into leaves (one RNG op: XLA
-    compiles it ~10x faster than per-leaf draws). With a ``mesh`` leaves of equal shape share a
-    draw of shape ``[count, *shape]`` constrained to the leaves' sharding, so every leaf is born
-    in its shards (per-device temp ≈ 2x its param shard; never the whole model on one device).
-    The two paths give different (equally distributed) values for the same ``rng``.
+    Small models without a mesh (≤ 64 M weights: tests, CPU demos) draw all weights in ONE flat
+    normal cut into leaves (one RNG op: XLA:CPU compiles it ~10x faster than per-leaf draws).
+    Otherwise leaves of equal shape share a draw of shape ``[count, *shape]``; with a ``mesh``
+    it is constrained to the leaves' sharding, so every leaf is born in its shards (per-device
+    temp ≈ 2x its param shard; never the whole model on one device). Values are deterministic
+    in (config, rng) per path; the two paths give different, equally distributed values.
     """
     flat = traverse_util.flatten_dict(abstract_params(config))
     weights = [p for p in flat if p[-1] != "scale"]
@@ -274,12 +278,13 @@ def init_params(config: ModelConfig, rng: jax.Array, mesh=None) -> Params:
         return {p: jnp.ones(leaf.shape, leaf.dtype) for p, leaf in flat.items()
                 if p[-1] == "scale"}
 
-    if mesh is None:
-        sizes = [math.prod(flat[p].shape) for p in weights]
+    sizes = [math.prod(flat[p].shape) for p in weights]
+    if mesh is None and sum(sizes) <= _FLAT_INIT_MAX:
 
         def fn(rng):
             out = ones()
-            z = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+            # the barrier stops XLA from fusing (and re-running) the RNG into every slice
+            z = jax.lax.optimization_barrier(jax.random.normal(rng, (sum(sizes),), jnp.float32))
             off = 0
             for p, n in zip(weights, sizes):
                 out[p] = (z[off:off + n].reshape(flat[p].shape) * 0.02).astype(flat[p].dtype)
@@ -288,21 +293,27 @@ def init_params(config: ModelConfig, rng: jax.Array, mesh=None) -> Params:
 
         return jax.jit(fn)(rng)
 
-    shard_flat = traverse_util.flatten_dict(param_shardings_for(config, mesh))
+    shard_flat = (traverse_util.flatten_dict(param_shardings_for(config, mesh))
+                  if mesh is not None else None)
     groups: dict[tuple, list[tuple]] = {}
     for p in weights:
-        groups.setdefault((tuple(flat[p].shape), shard_flat[p].spec), []).append(p)
+        spec = shard_flat[p].spec if mesh is not None else None
+        groups.setdefault((tuple(flat[p].shape), spec), []).append(p)
 
     def fn_sharded(rng):
         out = ones()
         for gi, ((shape, spec), paths) in enumerate(groups.items()):
             z = jax.random.normal(jax.random.fold_in(rng, gi), (len(paths),) + shape, jnp.float32)
-            z = jax.lax.with_sharding_constraint(z, jax.sharding.NamedSharding(
-                mesh, jax.sharding.PartitionSpec(None, *spec)))
+            z = jax.lax.optimization_barrier(z)
+            if mesh is not None:
+                z = jax.lax.with_sharding_constraint(z, jax.sharding.NamedSharding(
+                    mesh, jax.sharding.PartitionSpec(None, *spec)))
             for i, p in enumerate(paths):
                 out[p] = (z[i] * 0.02).astype(flat[p].dtype)
         return traverse_util.unflatten_dict(out)
 
+    if mesh is None:
+        return jax.jit(fn_sharded)(rng)
     return jax.jit(fn_sharded, out_shardings=traverse_util.unflatten_dict(shard_flat))(rng)
 
 
