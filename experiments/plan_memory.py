@@ -129,7 +129,6 @@ def report(r: dict) -> str:
 
 
 def main(_):
-    from ml_collections import config_flags  # noqa: F401  (flag defined below)
     print(report(plan(_CONFIG.value)))
 
 

@@ -206,6 +206,9 @@ class Qwen3(nn.Module):
                 mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
         else:
             s = cache["k"].shape[2]
+            cache_index = jnp.int32(0) if cache_index is None else cache_index
+            if kv_mask is None:  # every slot valid: causal-by-slot masking alone
+                kv_mask = jnp.ones((b, s), bool)
             qslot = cache_index + jnp.arange(l)
             mask = (jnp.arange(s)[None, :] <= qslot[:, None])[None] & kv_mask[:, None, :]
         cls = DecoderLayer
