@@ -1,9 +1,10 @@
 """Measures weight sync into an sglang-jax server (config: configs/bench_weight_sync.py).
 
 sglang-jax 0.1.0rc0 has no /update_weights_* endpoint, so a sync = export the params as an HF
-checkpoint (save_hf_checkpoint, /dev/shm) + restart the server on it (orchestra_jax.rollout.
-weight_sync.WeightSync, mode "restart"). Prints export/update seconds, the first /generate latency
-after the restart, and greedy parity with the in-process sampler.
+checkpoint (save_hf_checkpoint, /dev/shm) + either the in-process leaf swap of sgl_jax_server.py
+(mode "inprocess") or a server restart on the checkpoint (mode "restart"); see
+orchestra_jax/rollout/weight_sync.py. Prints export/update seconds, the first /generate latency
+after the sync, and greedy parity with the in-process sampler.
 """
 from __future__ import annotations
 
@@ -65,24 +66,25 @@ def main(_):
     sp = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     print(f"model {cfg.model} ({config.num_params / 1e6:.1f}M params), jit cache "
           f"{'on' if cfg.jit_cache_dir else 'off'}", flush=True)
-    with SGLangServer(server_cfg) as server:
-        print(f"initial start: {server.startup_s:.2f} s", flush=True)
-        sync = WeightSync([server], tokenizer_dir=tok_dir)
-        for i in range(1, cfg.syncs + 1):
-            params = params_for(i)
-            res = sync.sync(config, params)
-            t0 = time.perf_counter()
-            remote = SGLangEngine([server.url]).generate_sync(prompts, sp)
-            first = time.perf_counter() - t0
-            same = None
-            if cfg.check_parity:
-                local = asyncio.run(LocalJaxEngine(config, params).generate(prompts, sp))
-                same = all(r.token_ids == l.token_ids for r, l in zip(remote, local))
-            print(f"sync {i}: export {res.export_s:.2f} s, update (restart) {res.update_s:.2f} s, "
-                  f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
-                  f"greedy == local: {same}", flush=True)
-        sync.close()
-
+    for mode in cfg.modes:
+        server_cfg.weight_update = mode
+        with SGLangServer(server_cfg) as server:
+            print(f"[{mode}] initial start: {server.startup_s:.2f} s", flush=True)
+            sync = WeightSync([server], mode=mode, tokenizer_dir=tok_dir)
+            for i in range(1, cfg.syncs + 1):
+                params = params_for(i)
+                res = sync.sync(config, params)
+                t0 = time.perf_counter()
+                remote = SGLangEngine([server.url]).generate_sync(prompts, sp)
+                first = time.perf_counter() - t0
+                same = None
+                if cfg.check_parity:
+                    local = asyncio.run(LocalJaxEngine(config, params).generate(prompts, sp))
+                    same = all(r.token_ids == l.token_ids for r, l in zip(remote, local))
+                print(f"[{mode}] sync {i}: export {res.export_s:.2f} s, update {res.update_s:.2f} s, "
+                      f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
+                      f"greedy == local: {same}", flush=True)
+            sync.close()
 
 if __name__ == "__main__":
     from absl import app

@@ -296,3 +296,12 @@ def test_weight_sync_disk_mode_reports_missing_endpoint(fakes, tmp_path):
         sync.sync(config, params)
     with pytest.raises(ValueError, match="restart"):
         WeightSync(urls=[srv.url], mode="restart")
+
+
+def test_inprocess_update_key_matches_server_hook():
+    """weight_sync and sgl_jax_server.py (runs in the sglang-jax venv) agree on the state key."""
+    import re
+
+    from orchestra_jax.rollout import weight_sync
+    src = (pathlib.Path(weight_sync.__file__).with_name("sgl_jax_server.py")).read_text()
+    assert re.search(r'^UPDATE_KEY = "(.+)"$', src, re.M).group(1) == weight_sync.INPROCESS_UPDATE_KEY

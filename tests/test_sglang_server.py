@@ -187,26 +187,54 @@ def test_bad_checkpoint_fails_with_log_tail(tmp_path):
     assert server.proc is None
 
 
-@pytest.mark.slow
-def test_weight_sync_restart_serves_new_params(live):
+def test_weight_sync_inprocess_serves_new_params(live):
+    """sglang-jax started through sgl_jax_server.py: weights swapped inside the running server."""
+    from orchestra_jax.rollout.weight_sync import WeightSyncError
+
     prompts = _prompts(seed=4)
     sp = SamplingParams(max_new_tokens=12, temperature=0.0, stop_token_ids=(EOS,))
-    [old] = [SGLangEngine([live.server.url]).generate_sync(prompts, sp)]
-    new_params = _make_params(live.config, seed=7)
+    old = SGLangEngine([live.server.url]).generate_sync(prompts, sp)
     sync = WeightSync([live.server], tokenizer_dir=live.tokenizer_dir,
                       export_root=live.tmp / "exports")
-    assert sync.mode == "restart"
-    url = live.server.url
+    assert sync.mode == "inprocess"
+    pid = live.server.pid
+    new_params = _make_params(live.config, seed=7)
     result = sync.sync(live.config, new_params)
     print(f"\n{result}")
-    assert live.server.url == url  # same port: clients keep working
+    assert live.server.pid == pid  # same process: nothing restarted
     live.params = new_params
     new = _assert_greedy_parity(live, prompts, max_new_tokens=12)
     assert [o.token_ids for o in new] != [o.token_ids for o in old]
-    # and a second sync (back to seed 0) works too and removes the older export.
+
+    # While a request runs the server refuses (and keeps serving the current weights).
+    async def busy_sync():
+        eng = SGLangEngine([live.server.url], request_timeout_s=60)
+        task = asyncio.ensure_future(eng.generate(
+            [prompts[0]], SamplingParams(max_new_tokens=400, temperature=1.0, seed=1)))
+        while eng.servers[0].in_flight == 0:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        with pytest.raises(WeightSyncError, match="busy"):
+            await asyncio.to_thread(sync.sync, live.config, _make_params(live.config, seed=8))
+        [out] = await task
+        assert out.error is None
+        await eng.aclose()
+
+    asyncio.run(busy_sync())
+    _assert_greedy_parity(live, prompts[:2], max_new_tokens=8)
+
+
+@pytest.mark.slow
+def test_weight_sync_restart_serves_new_params(live):
+    """The fallback for a stock sglang-jax server: restart on the new checkpoint, same port."""
+    sync = WeightSync([live.server], mode="restart", tokenizer_dir=live.tokenizer_dir,
+                      export_root=live.tmp / "exports_restart")
+    url = live.server.url
     live.params = _make_params(live.config, seed=0)
-    print(sync.sync(live.config, live.params))
-    assert len(list((live.tmp / "exports").iterdir())) == 1
+    result = sync.sync(live.config, live.params)
+    print(f"\n{result}")
+    assert live.server.url == url  # same port: clients keep working
+    _assert_greedy_parity(live, _prompts(seed=4), max_new_tokens=12)
 
 
 class _ChatterEnv:

@@ -121,15 +121,18 @@ def build_command(config: Any, port: int, model_path: Optional[str] = None) -> l
     """
     backend = config.backend
     if backend == "sglang_jax":
-        module = "sgl_jax.launch_server"
+        entry = ["-m", "sgl_jax.launch_server"]
+        if config.get("weight_update", "restart") == "inprocess":
+            # stock launch_server + the in-process weight-update hook (sgl_jax_server.py)
+            entry = [str(pathlib.Path(__file__).with_name("sgl_jax_server.py"))]
     elif backend == "sglang":
-        module = "sglang.launch_server"
+        entry = ["-m", "sglang.launch_server"]
     else:
         raise ValueError(f"unknown server backend {backend!r} (expected 'sglang_jax' or 'sglang')")
     model = str(model_path or config.model_path)
     if not model:
         raise ValueError("config.model_path is empty: the server needs a checkpoint directory")
-    cmd = [resolve_python(config.get("python", "")), "-m", module,
+    cmd = [resolve_python(config.get("python", "")), *entry,
            "--model-path", model, "--host", config.get("host", "127.0.0.1"), "--port", str(port)]
     flags = {
         "device": "--device",
