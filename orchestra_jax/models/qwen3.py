@@ -193,7 +193,7 @@ class Qwen3(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, positions, segment_ids=None, cache: Optional[Cache] = None,
-                 cache_index=None, kv_mask=None):
+                 cache_index=None, kv_mask=None, last_only: bool = False):
         c = self.config
         dt, pdt = c.dtype, c.param_dtype
         emb = _param(self, "embed", (c.vocab_size, c.hidden_size), ("vocab", "embed"), pdt)
@@ -227,6 +227,8 @@ class Qwen3(nn.Module):
             for i in range(c.num_layers):
                 (x, kv), _ = cls(c, name=f"layers_{i}")((x, kv), positions, mask, cache_index, i)
         new_cache = None if kv is None else {"k": kv[0], "v": kv[1]}
+        if last_only:  # prefill only needs the next-token logits: skip the [B, L, V] projection
+            x = x[:, -1:]
         x = RMSNorm(c.rms_norm_eps, dt, pdt, name="final_norm")(x)
         if c.tie_word_embeddings:
             logits = jnp.einsum("bld,vd->blv", x, emb.astype(dt),
@@ -333,15 +335,19 @@ def shard_params(config: ModelConfig, params: Params, mesh) -> Params:
 
 def apply(config: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
           segment_ids: Optional[jax.Array] = None, cache: Optional[Cache] = None,
-          cache_index: Optional[jax.Array] = None, kv_mask: Optional[jax.Array] = None):
+          cache_index: Optional[jax.Array] = None, kv_mask: Optional[jax.Array] = None,
+          last_only: bool = False):
     """Low-level call: returns ``(logits [B, L, V] float32, new_cache or None)``.
+
+    ``last_only=True`` returns logits for the last position only (``[B, 1, V]``): a prefill
+    then never materialises the full-vocabulary logits of the whole prompt.
 
     ``positions`` [B, L] int32 are the RoPE positions. Without a cache the attention is causal
     over the L tokens (restricted to equal ``segment_ids`` when given: packing / padding). With a
     cache see the module docstring.
     """
     return Qwen3(config).apply({"params": params}, tokens, positions, segment_ids, cache,
-                               cache_index, kv_mask)
+                               cache_index, kv_mask, last_only)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -115,7 +115,7 @@ def _generate(config: ModelConfig, params: Any, tokens: jax.Array, pad: jax.Arra
     positions = jnp.maximum(jnp.arange(p)[None, :] - pad[:, None], 0).astype(jnp.int32)
     cache = init_cache(config, b, s)
     logits, cache = apply(config, params, tokens, positions, cache=cache,
-                          cache_index=jnp.int32(0), kv_mask=kv_mask)
+                          cache_index=jnp.int32(0), kv_mask=kv_mask, last_only=True)
     tok, lp = sample_token(logits[:, -1], jax.random.fold_in(rng, 0), temperature, top_p, top_k)
     out_tok = jnp.full((b, max_steps), pad_id, jnp.int32).at[:, 0].set(tok)
     out_lp = jnp.zeros((b, max_steps), jnp.float32).at[:, 0].set(lp)
