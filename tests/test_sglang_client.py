@@ -230,6 +230,19 @@ def test_empty_prompt_is_a_clear_error(fakes):
     assert out.finish_reason == "error" and "empty prompt" in out.error
 
 
+def test_bad_prompts_never_reach_the_server(fakes):
+    srv = fakes()
+    eng = SGLangEngine([srv.url], vocab_size=1000, max_context=16)
+    outs = asyncio.run(eng.generate([[5, -3], [5, 1000], [5, 1.5], list(range(16))], GREEDY))
+    assert [o.finish_reason for o in outs] == ["error"] * 4
+    assert "id -3, outside [0, 1000)" in outs[0].error and "id 1000" in outs[1].error
+    assert "not an integer" in outs[2].error and "fills the context" in outs[3].error
+    assert srv.requests == []
+    # max_new_tokens is capped to the room left in the context
+    [out] = asyncio.run(eng.generate([list(range(14))], SamplingParams(max_new_tokens=50)))
+    assert out.error is None and srv.requests[0]["sampling_params"]["max_new_tokens"] == 2
+
+
 def test_parse_response_variants():
     req = {"rid": "x", "input_ids": [1, 2], "sampling_params": {"stop_token_ids": [7]}}
     out = parse_generate_response(_answer(req, [4, 7]), 2, 0.1)

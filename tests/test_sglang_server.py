@@ -1,6 +1,6 @@
 """The SGLang rollout path against a REAL sglang-jax server on CPU.
 
-One session-scoped server (tiny head_dim-128 Qwen3 with the real Qwen3 vocabulary + tokenizer,
+One shared server (tiny head_dim-128 Qwen3 with the real Qwen3 vocabulary + tokenizer,
 written at test time with our own ``save_hf_checkpoint``) is shared by the tests in this file;
 the tests that restart or kill it run last and leave it serving the current weights.
 
@@ -69,7 +69,7 @@ class Live:
     tmp: pathlib.Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one server for this file; torn down before other files run
 def live(tmp_path_factory):
     if not SGL_PYTHON.exists():
         pytest.fail(f"{SGL_PYTHON} missing: run `make sglang-venv` (sglang-jax needs its own venv)")
@@ -103,7 +103,8 @@ def _prompts(n_lengths=PROMPT_LENGTHS, seed=1) -> list[list[int]]:
 
 async def _both(live: Live, prompts, sampling):
     from orchestra_jax.rollout.local_engine import LocalJaxEngine
-    async with SGLangEngine([live.server.url], request_timeout_s=120) as remote:
+    async with SGLangEngine([live.server.url], request_timeout_s=120,
+                            vocab_size=live.config.vocab_size, max_context=512) as remote:
         r = await remote.generate(prompts, sampling)
     local = LocalJaxEngine(live.config, live.params)
     return r, await local.generate(prompts, sampling)

@@ -42,6 +42,7 @@ import uuid
 from typing import Any, Optional, Sequence
 
 import httpx
+import numpy as np
 
 from orchestra_jax.rollout.engine import EngineError, GenerateOutput, SamplingParams
 
@@ -69,12 +70,19 @@ class SGLangEngine:
         connect_timeout_s: TCP connect timeout per attempt (seconds).
         dead_server_cooldown_s: how long a server that refused a connection is skipped (seconds).
         abort_timeout_s: time allowed for the best-effort ``/abort_request`` after a timeout.
+        vocab_size: when given, prompts with ids ``>= vocab_size`` are rejected client-side
+            (sglang-jax silently serves them). Negative ids are always rejected: one crashes
+            sglang-jax 0.1.0rc0's detokenizer and with it the whole server.
+        max_context: when given (the server's ``context_length``), ``max_new_tokens`` is capped
+            to ``max_context - len(prompt)`` (finish_reason "length"), as LocalJaxEngine does, and a
+            prompt that fills the context fails with a clear error instead of an HTTP 400.
     """
 
     def __init__(self, urls: Sequence[str] | str, *, max_concurrency: int = 64,
                  request_timeout_s: float = 600.0, max_retries: int = 2,
                  retry_backoff_s: float = 0.2, connect_timeout_s: float = 5.0,
-                 dead_server_cooldown_s: float = 5.0, abort_timeout_s: float = 5.0):
+                 dead_server_cooldown_s: float = 5.0, abort_timeout_s: float = 5.0,
+                 vocab_size: Optional[int] = None, max_context: Optional[int] = None):
         if isinstance(urls, str):
             urls = [urls]
         urls = [u.rstrip("/") for u in urls]
@@ -94,6 +102,8 @@ class SGLangEngine:
         self.connect_timeout_s = connect_timeout_s
         self.dead_server_cooldown_s = dead_server_cooldown_s
         self.abort_timeout_s = abort_timeout_s
+        self.vocab_size = vocab_size
+        self.max_context = max_context
         self._rr = itertools.count()
         # httpx clients and semaphores belong to one event loop; rebuild them if the loop changes
         # (e.g. successive asyncio.run calls).
@@ -176,8 +186,13 @@ class SGLangEngine:
     async def generate_one(self, prompt: Sequence[int], sampling: SamplingParams,
                            rid: Optional[str] = None) -> GenerateOutput:
         """One prompt → one :class:`GenerateOutput` (never raises for server/network trouble)."""
-        if len(prompt) == 0:
-            return _failed("empty prompt: at least one input token is required", 0, 0.0)
+        problem = self._check_prompt(prompt)
+        if problem:
+            return _failed(problem, len(prompt), 0.0)
+        if self.max_context is not None:
+            room = self.max_context - len(prompt)
+            if sampling.max_new_tokens > room:
+                sampling = dataclasses.replace(sampling, max_new_tokens=room)
         rid = rid or uuid.uuid4().hex
         client, sem = self._ensure_loop_state()
         t0 = time.perf_counter()
@@ -229,6 +244,21 @@ class SGLangEngine:
                                    time.perf_counter() - t0)
             return _failed(f"server unavailable after {len(tried)} server(s) tried: {last_error}",
                            len(prompt), time.perf_counter() - t0)
+
+    def _check_prompt(self, prompt: Sequence[int]) -> Optional[str]:
+        """A clear error message for a prompt the server must not see, else None."""
+        if len(prompt) == 0:
+            return "empty prompt: at least one input token is required"
+        for i, t in enumerate(prompt):
+            if not isinstance(t, (int, np.integer)) or isinstance(t, bool):
+                return f"prompt token {i} is {t!r}, not an integer id"
+            if t < 0 or (self.vocab_size is not None and t >= self.vocab_size):
+                hi = self.vocab_size if self.vocab_size is not None else "vocab_size"
+                return f"prompt token {i} has id {int(t)}, outside [0, {hi})"
+        if self.max_context is not None and len(prompt) >= self.max_context:
+            return (f"prompt of {len(prompt)} tokens fills the context (max_context "
+                    f"{self.max_context}): no room to generate")
+        return None
 
     async def _abort(self, url: str, rid: str) -> bool:
         """Best-effort ``POST /abort_request``; True if the server acknowledged it."""
