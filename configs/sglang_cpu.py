@@ -52,9 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.startup_timeout_s = 180.0
     c.restart_grace_s = 1.0           # SIGTERM→SIGKILL wait when restarting (weight sync), seconds
     c.shutdown_grace_s = 10.0
-    # How weight_sync.WeightSync updates this server: 'inprocess' (launch through
-    # orchestra_jax/rollout/sgl_jax_server.py, which swaps weights inside the running server,
-    # ~0.15 s for the test model) or 'restart' (stock sgl_jax.launch_server, restart ~10 s).
+    # How weight_sync.WeightSync updates this server: 'inprocess' (the hook in
+    # orchestra_jax/rollout/sgl_jax_server.py swaps weights inside the running server, ~0.15 s for
+    # the test model) or 'restart' (restart on the new checkpoint, ~10 s).
     c.weight_update = "inprocess"
+    c.stock_entry = False             # True: plain `-m sgl_jax.launch_server` (no hook, no watchdog)
     c.prepare_checkpoint = True       # patch config.json/tokenizer_config.json for transformers 4.57
     return c

@@ -313,3 +313,35 @@ def test_kill_mid_batch_fails_episodes_cleanly_then_restart(live):
     assert all(t.finish_reason in ("context", "max_turns") and t.num_turns >= 1 for t in next_batch), \
         [(t.finish_reason, t.error) for t in next_batch]
     _assert_greedy_parity(live, _prompts((4, 11), seed=6), max_new_tokens=8)
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, importlib.util
+sys.path.insert(0, {repo!r})
+from orchestra_jax.rollout.launcher import SGLangServer
+spec = importlib.util.spec_from_file_location("c", {repo!r} + "/configs/sglang_cpu.py")
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+cfg = mod.get_config(); cfg.model_path = {ckpt!r}; cfg.log_dir = {logs!r}
+server = SGLangServer(cfg).start()
+print(server.pid, flush=True)
+if {hard!r}:
+    os.kill(os.getpid(), 9)   # the trainer dies without any clean-up
+# else: normal interpreter exit without server.stop() -> the atexit hook
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hard", [False, True], ids=["atexit", "sigkill-parent"])
+def test_server_never_outlives_its_launcher(live, hard):
+    import os
+    import subprocess
+    import sys
+    script = _ORPHAN_SCRIPT.format(repo=str(REPO_ROOT), ckpt=live.server.model_path,
+                                   logs=str(live.tmp / "orphan_logs"), hard=hard)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    pgid = int(proc.stdout.split()[0])
+    deadline = time.time() + 20
+    while group_pids(pgid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert group_pids(pgid) == [], f"server group {pgid} outlived its launcher (hard={hard})"

@@ -3,9 +3,11 @@
 Two backends, chosen by ``config.backend``:
 
 * ``"sglang"`` — upstream SGLang (PyTorch/CUDA) on GPU: ``python -m sglang.launch_server``.
-* ``"sglang_jax"`` — sglang-jax on CPU/TPU: ``python -m sgl_jax.launch_server --device cpu``
-    from its own Python 3.12 venv (``.venv-sglang``; it pins transformers 4.57 / flax 0.12.4 and
-    cannot share the main venv).
+* ``"sglang_jax"`` — sglang-jax on CPU/TPU from its own Python 3.12 venv (``.venv-sglang``; it
+    pins transformers 4.57 / flax 0.12.4 and cannot share the main venv), started through
+    ``orchestra_jax/rollout/sgl_jax_server.py``: the stock ``sgl_jax.launch_server`` plus an
+    in-process weight-update hook and a watchdog that takes the server down if this process dies
+    (even by SIGKILL, when ``atexit`` cannot run).
 
 :class:`SGLangServer` is a context manager. It picks a free port when ``config.port == 0``, starts
 the server in a NEW session (its own process group) with stdout+stderr captured to a log file, waits
@@ -121,10 +123,10 @@ def build_command(config: Any, port: int, model_path: Optional[str] = None) -> l
     """
     backend = config.backend
     if backend == "sglang_jax":
-        entry = ["-m", "sgl_jax.launch_server"]
-        if config.get("weight_update", "restart") == "inprocess":
-            # stock launch_server + the in-process weight-update hook (sgl_jax_server.py)
-            entry = [str(pathlib.Path(__file__).with_name("sgl_jax_server.py"))]
+        # stock sgl_jax.launch_server + the in-process weight-update hook and the
+        # exit-with-the-launcher watchdog (sgl_jax_server.py); config.stock_entry skips both.
+        entry = ([str(pathlib.Path(__file__).with_name("sgl_jax_server.py"))]
+                 if not config.get("stock_entry", False) else ["-m", "sgl_jax.launch_server"])
     elif backend == "sglang":
         entry = ["-m", "sglang.launch_server"]
     else:
@@ -301,6 +303,7 @@ class SGLangServer:
             for key in ("XLA_FLAGS", "PYTHONPATH", "VIRTUAL_ENV"):
                 env.pop(key, None)
             env.update({str(k): str(v) for k, v in (cfg.get("env", None) or {}).items()})
+            env["ORCHESTRA_PARENT_PID"] = str(os.getpid())  # sgl_jax_server.py exits with us
             python = pathlib.Path(cmd[0])
             if not python.exists():
                 raise ServerStartError(

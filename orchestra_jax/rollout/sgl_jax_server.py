@@ -3,8 +3,8 @@
     .venv-sglang/bin/python orchestra_jax/rollout/sgl_jax_server.py <sgl_jax.launch_server args>
 
 Nothing in orchestra_jax imports this file (it needs ``sgl_jax``, which lives in its own Python
-3.12 venv); :mod:`orchestra_jax.rollout.launcher` runs it when ``config.weight_update ==
-"inprocess"``.
+3.12 venv); :mod:`orchestra_jax.rollout.launcher` runs it for every sglang-jax server (unless
+``config.stock_entry``).
 
 sglang-jax 0.1.0rc0 has no ``/update_weights_from_*`` endpoint (sglang-jax issue #873). Its
 scheduler already calls the jitted model as ``jitted_run_model(model_def, state_def,
@@ -19,7 +19,8 @@ as ``__mp_main__`` in every child) so that::
 
 loads the checkpoint with sglang-jax's own model loader, checks every leaf keeps its shape and
 dtype, swaps ``model_state_leaves`` and flushes the radix cache. It refuses (success false) while
-requests are queued or running: call it between rollout batches. Everything else is the stock
+requests are queued or running: call it between rollout batches. It also tears the server down
+when the launching process dies (see ``_watch_parent``). Everything else is the stock
 ``sgl_jax.launch_server``.
 """
 
@@ -108,9 +109,36 @@ def _patch() -> None:
     scheduler_mod.Scheduler.set_internal_state = set_internal_state
 
 
+def _watch_parent() -> None:
+    """Tears the server's process group down when the process that launched it dies.
+
+    The launcher starts the server in its own session (so it can kill the whole group), which
+    also means a trainer that is SIGKILLed would leave it running. ``ORCHESTRA_PARENT_PID`` is the
+    launcher's pid: once this process is re-parented, SIGTERM the group, SIGKILL after 5 s.
+    """
+    import signal
+    import threading
+    import time
+
+    parent = int(os.environ.get("ORCHESTRA_PARENT_PID", "0") or 0)
+    if parent <= 0:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        group = os.getpgrp()
+        os.killpg(group, signal.SIGTERM)
+        time.sleep(5.0)
+        os.killpg(group, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="orchestra-parent-watch", daemon=True).start()
+
+
 _patch()
 
 if __name__ == "__main__":
     from sgl_jax.launch_server import main
 
+    _watch_parent()
     main()

@@ -7,9 +7,9 @@ files copied next to it. Then, per mode:
 * ``"disk"`` (upstream SGLang): ``POST /update_weights_from_disk {"model_path", "weight_version",
   "flush_cache": true}`` on every server. The server reloads in place, keeps its KV memory and
   CUDA graphs, and drops the now-stale radix cache.
-* ``"inprocess"`` (sglang-jax launched with ``config.weight_update = "inprocess"``, the CPU
-  default): sglang-jax 0.1.0rc0 has no weight-update endpoint (sglang-jax issue #873), so the
-  launcher starts it through ``sgl_jax_server.py``, which hooks ``/set_internal_state``: the
+* ``"inprocess"`` (sglang-jax with ``config.weight_update = "inprocess"``, the CPU default):
+  sglang-jax 0.1.0rc0 has no weight-update endpoint (sglang-jax issue #873), so the launcher
+  starts it through ``sgl_jax_server.py``, which hooks ``/set_internal_state``: the
   scheduler loads the checkpoint with sglang-jax's own loader and swaps the jitted model's weight
   leaves (same shapes → no recompile) and flushes the radix cache. Measured on the 2-core CPU box
   for the 19.8M-param test model: ~0.15 s per update (vs ~10 s for a restart). The server
