@@ -84,7 +84,7 @@ def main(_):
                 print(f"[{mode}] sync {i}: export {res.export_s:.2f} s, update {res.update_s:.2f} s, "
                       f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
                       f"greedy == local: {same}", flush=True)
-            sync.close()
+        sync.close(remove_all=True)  # the server is stopped: drop the served export too
 
 if __name__ == "__main__":
     from absl import app

@@ -243,9 +243,10 @@ class WeightSync:
             self._exported.pop(0)
             shutil.rmtree(old, ignore_errors=True)
 
-    def close(self) -> None:
-        """Deletes every exported checkpoint no server is using."""
-        in_use = {str(pathlib.Path(s.model_path)) for s in self.servers}
+    def close(self, remove_all: bool = False) -> None:
+        """Deletes exported checkpoints: those no server uses, or all (``remove_all``, once the
+        servers are stopped)."""
+        in_use = set() if remove_all else {str(pathlib.Path(s.model_path)) for s in self.servers}
         for p in list(self._exported):
             if str(p) not in in_use:
                 shutil.rmtree(p, ignore_errors=True)
