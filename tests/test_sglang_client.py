@@ -217,6 +217,13 @@ def test_concurrency_cap_and_reuse_across_event_loops(fakes):
     assert srv.max_in_flight == 2
 
 
+def test_queueing_for_a_slot_does_not_count_against_the_timeout(fakes):
+    srv = fakes(delay_s=0.3)
+    eng = SGLangEngine([srv.url], max_concurrency=1, request_timeout_s=0.6)
+    outs = asyncio.run(eng.generate([[1]] * 4, GREEDY))  # ~1.2 s in total, 0.3 s each
+    assert all(o.error is None for o in outs) and srv.aborted == []
+
+
 def test_health_reports_each_server(fakes):
     live = fakes()
     dead = _dead_url()

@@ -13,8 +13,9 @@ and the answer's ``output_ids`` / ``meta_info.output_token_logprobs`` (``[[logpr
 Robustness contract (never a hang, never an exception for a server problem):
 
 * at most ``max_concurrency`` requests in flight (asyncio semaphore, shared by all servers);
-* every request has a total deadline of ``request_timeout_s`` seconds across retries. On expiry
-  the client POSTs ``/abort_request {"rid": ...}`` to the server that holds it and returns a failed
+* every request has a total deadline of ``request_timeout_s`` seconds across retries, counted
+  from when it gets a concurrency slot (queueing behind other requests never times out). On
+  expiry the client POSTs ``/abort_request {"rid": ...}`` to the server that holds it and returns a failed
   output (``finish_reason="error"``, ``error`` says "timeout ...");
 * connection errors and HTTP 5xx are retried (at most ``max_retries`` extra attempts, other
   servers first); a server that refused a connection is marked dead for
@@ -195,14 +196,16 @@ class SGLangEngine:
                 sampling = dataclasses.replace(sampling, max_new_tokens=room)
         rid = rid or uuid.uuid4().hex
         client, sem = self._ensure_loop_state()
-        t0 = time.perf_counter()
-        deadline = t0 + self.request_timeout_s
         body = self.payload(prompt, sampling, rid)
         async with sem:
+            # The deadline starts once the request may be sent: time queued behind
+            # max_concurrency other requests does not count.
+            t0 = time.perf_counter()
+            deadline = t0 + self.request_timeout_s
             tried: set[str] = set()
             last_error = "no attempt made"
             backoff = self.retry_backoff_s
-            for attempt in range(self.max_retries + 1):
+            for _ in range(self.max_retries + 1):
                 server = self._pick(tried)
                 if server.url in tried:  # every server tried once already: back off
                     await asyncio.sleep(min(backoff, max(0.0, deadline - time.perf_counter())))
