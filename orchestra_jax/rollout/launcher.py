@@ -30,10 +30,12 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -304,6 +306,9 @@ class SGLangServer:
                 env.pop(key, None)
             env.update({str(k): str(v) for k, v in (cfg.get("env", None) or {}).items()})
             env["ORCHESTRA_PARENT_PID"] = str(os.getpid())  # sgl_jax_server.py exits with us
+            # The server's IPC sockets / temp files live in a private dir removed by stop().
+            self._tmpdir = tempfile.mkdtemp(prefix="orchestra_sglang_")
+            env["TMPDIR"] = self._tmpdir
             python = pathlib.Path(cmd[0])
             if not python.exists():
                 raise ServerStartError(
@@ -412,6 +417,9 @@ class SGLangServer:
                 pass
             self.proc = None
             self._known_pids = set()
+            tmpdir, self._tmpdir = getattr(self, "_tmpdir", None), None
+            if tmpdir:
+                shutil.rmtree(tmpdir, ignore_errors=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Simulates a crash: sends ``sig`` to the whole group without waiting or cleaning up."""
