@@ -154,3 +154,32 @@ def test_parse_helpers():
     assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 1e-9 + 0.0 + 1  # past → 0
     clients = build_expert_clients({"Qwen/Qwen3-32B": {"base_url": "http://h/v1"}})
     assert clients["Qwen/Qwen3-32B"].config.model == "Qwen/Qwen3-32B"
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"choices": [["x"]]}, "choices[0] is not an object"),
+    ({"choices": [{"message": "text"}]}, "message is not an object"),
+    ({"choices": [{"message": {"content": "a"}}], "usage": "bad"}, "usage is not an object"),
+    ({"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": "abc"}},
+     "usage.prompt_tokens = 'abc'"),
+    ({"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": -5}},
+     "usage.completion_tokens = -5"),
+    ([1, 2], "no choices[0]"),
+])
+def test_malformed_completion_shapes_raise_expert_error(body, needle):
+    """A server answering JSON of the wrong shape is an ExpertError, never AttributeError etc."""
+    with pytest.raises(ExpertError) as e:
+        parse_chat_completion(body, "m")
+    assert needle in str(e.value)
+
+
+def test_malformed_tool_calls_become_parse_errors():
+    for raw, needle in (("nope", "tool_calls is a str"), ([1], "tool call is a int"),
+                        ([{"function": {"name": "f", "arguments": "[1]"}}], "is a list")):
+        r = parse_chat_completion({"choices": [{"message": {"content": "a", "tool_calls": raw}}]})
+        assert len(r.tool_calls) == 1 and needle in r.tool_calls[0]["parse_error"], r.tool_calls
+    r = parse_chat_completion({"choices": [{"message": {"tool_calls": [
+        {"function": {"name": "f", "arguments": '{"x": 1}'}}]}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2.0}})
+    assert r.tool_calls == [{"name": "f", "arguments": {"x": 1}}]
+    assert (r.prompt_tokens, r.completion_tokens) == (3, 2)

@@ -67,10 +67,23 @@ class ChatModel(Protocol):
 
 
 def parse_tool_calls(raw: Any) -> list[dict]:
-    """OpenAI ``message.tool_calls`` -> ``[{"name", "arguments"}]`` (never raises)."""
+    """OpenAI ``message.tool_calls`` -> ``[{"name", "arguments"}]`` (never raises).
+
+    Entries that are not objects become ``{"name": "", "arguments": {}, "parse_error": ...}``;
+    a ``tool_calls`` value that is not a list is one such entry."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        return [{"name": "", "arguments": {},
+                 "parse_error": f"tool_calls is a {type(raw).__name__}, not a list"}]
     out = []
-    for tc in raw or []:
-        fn = (tc or {}).get("function") or {}
+    for tc in raw:
+        if not isinstance(tc, dict):
+            out.append({"name": "", "arguments": {},
+                        "parse_error": f"tool call is a {type(tc).__name__}, not an object"})
+            continue
+        fn = tc.get("function")
+        fn = fn if isinstance(fn, dict) else {}
         name = fn.get("name")
         args = fn.get("arguments")
         call: dict = {"name": name if isinstance(name, str) else "", "arguments": {}}
@@ -83,32 +96,54 @@ def parse_tool_calls(raw: Any) -> list[dict]:
                     call["arguments"] = parsed
                 else:
                     call["parse_error"] = f"arguments JSON is a {type(parsed).__name__}, not an object"
-            except json.JSONDecodeError as e:
-                call["parse_error"] = f"arguments are not valid JSON: {e.msg}"
+            except (json.JSONDecodeError, RecursionError) as e:
+                call["parse_error"] = f"arguments are not valid JSON: {getattr(e, 'msg', e)}"
         elif args is not None:
             call["parse_error"] = f"arguments of type {type(args).__name__}"
         out.append(call)
     return out
 
 
+def _token_count(usage: dict, key: str, model: str) -> int:
+    v = usage.get(key)
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
+        raise ExpertError(f"{model or 'expert'}: malformed chat completion: usage.{key} = {v!r} "
+                          f"is not a non-negative integer", model=model)
+    return int(v)
+
+
 def parse_chat_completion(body: Any, model: str = "") -> ChatResponse:
-    """Parses an OpenAI ``chat.completion`` JSON body; raises :class:`ExpertError` if malformed."""
+    """Parses an OpenAI ``chat.completion`` JSON body; raises :class:`ExpertError` if malformed
+    (no ``choices[0].message`` object, non-object ``usage``, token counts that are not
+    non-negative integers)."""
+    def bad(what: str) -> ExpertError:
+        return ExpertError(f"{model or 'expert'}: malformed chat completion ({what}): "
+                           f"{str(body)[:300]}", model=model)
+
     try:
         choice = body["choices"][0]
-        msg = choice.get("message") or {}
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise ExpertError(f"{model or 'expert'}: malformed chat completion (no choices[0]): "
-                          f"{str(body)[:300]}", model=model) from None
+        raise bad("no choices[0]") from None
+    if not isinstance(choice, dict):
+        raise bad("choices[0] is not an object")
+    msg = choice.get("message") or {}
+    if not isinstance(msg, dict):
+        raise bad("choices[0].message is not an object")
     text = msg.get("content") or ""
     if isinstance(text, list):  # content parts
-        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        text = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in text)
     usage = body.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise bad("usage is not an object")
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    finish = choice.get("finish_reason")
     return ChatResponse(text=str(text), tool_calls=parse_tool_calls(msg.get("tool_calls")),
-                        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                        completion_tokens=int(usage.get("completion_tokens") or 0),
+                        prompt_tokens=_token_count(usage, "prompt_tokens", model),
+                        completion_tokens=_token_count(usage, "completion_tokens", model),
                         model=str(body.get("model") or model),
-                        finish_reason=choice.get("finish_reason"),
+                        finish_reason=finish if isinstance(finish, str) else None,
                         reasoning=reasoning if isinstance(reasoning, str) else None)
 
 
