@@ -134,3 +134,30 @@ def test_tau2_call_expert_with_local_expert_model(world):
     assert exp["prompt_tokens"] > 0 and exp["cost_usd"] == pytest.approx(
         (exp["prompt_tokens"] + exp["completion_tokens"]) * 0.8 / 1e6)
     assert traj.cost_usd > exp["cost_usd"]
+
+
+def test_tau2_episode_cut_by_the_loop_scores_zero(world):
+    """An episode the loop ends (max_turns / context / timeout / error) before the user or agent
+    stops is a tau2 ``max_steps`` termination: reward 0 even when the DB already matches gold."""
+    from orchestra_jax.envs.tau2.env import FunctionCallingEnv
+    from orchestra_jax.envs.user_sim import ScriptedUser
+    from orchestra_jax.rollout.tau2_adapter import Tau2EpisodeEnv
+    tok, cfg, params = world
+    create = {"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}
+    policy = ["<tool_call>\n" + json.dumps(create) + "\n</tool_call><|im_end|>",
+              "<message>The agent confirmed the task was created successfully.</message><|im_end|>",
+              "<message>Bye!</message><|im_end|>"]
+
+    def episode(max_turns):
+        fc = FunctionCallingEnv("mock", "create_task_1", ScriptedUser(["Please create it.", "Thanks"]))
+        return asyncio.run(run_episode(ScriptedPolicyEngine(cfg, params, policy, tok), tok,
+                                       Tau2EpisodeEnv(fc), EpisodeConfig(max_turns=max_turns)))
+
+    full = episode(6)
+    assert full.finish_reason == "done" and full.reward == 1.0 and full.correct
+    cut = episode(2)
+    assert cut.finish_reason == "max_turns" and cut.error is None
+    assert cut.info["executed_calls"] == [create]       # the gold write did happen ...
+    assert cut.info["reward_info"]["db_match"] is None  # ... but a cut episode is not scored
+    assert cut.reward == 0.0 and cut.correct is False and cut.answer_valid is False
+    assert cut.info["termination_reason"] == "max_steps"

@@ -6,7 +6,8 @@ tool observations (``{"role": "tool"}``: tool outputs, expert notes) and the sim
 reply (``{"role": "user"}``), appended as the next turns (use
 ``EpisodeConfig(observation_role="tool")`` for Qwen3 ``<tool_response>`` blocks, as the release's
 vLLM-served orchestrator saw them). The reward is tau2's evaluator on the recorded calls and
-agent messages; ``correct`` = reward > 0 (release rule).
+agent messages; ``correct`` = reward > 0 (release rule). An episode the loop cuts before the env
+is done (max turns, context, timeout, error) is scored as tau2's ``max_steps`` termination (0).
 
 A turn with neither a valid call nor a message is still passed to the env (so its ``max_errors``
 limit applies), but the observation shown is the parser's specific format error.
@@ -75,12 +76,18 @@ class Tau2EpisodeEnv:
         return step
 
     async def finish(self, finish_reason: str) -> EnvOutcome:
-        ri = await self.env.final_reward_info_async()
+        """tau2 reward of the episode. If the loop ended it (``max_turns``, ``context``,
+        ``timeout``, ``error``) before the env was done, tau2 counts that as a ``max_steps``
+        termination: reward 0, whatever the DB looks like."""
+        reason = self.env.termination_reason
+        if not self.env.done:
+            reason = "max_steps"
+        ri = await self.env.final_reward_info_async(reason)
         return EnvOutcome(reward=float(ri.reward), correct=ri.reward > 0, answer=None,
-                          answer_valid=self.env.termination_reason not in (
-                              "too_many_errors", "max_steps"),
+                          answer_valid=reason not in ("too_many_errors", "max_steps"),
                           info={"reward_info": dataclasses.asdict(ri),
-                                "termination_reason": self.env.termination_reason,
+                                "termination_reason": reason,
+                                "loop_finish_reason": finish_reason,
                                 "user_cost_usd": self.env.user_cost_usd,
                                 "user_latency_s": self.env.user_latency_s,
                                 "executed_calls": self.env.recorded_actions(),
