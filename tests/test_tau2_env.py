@@ -126,6 +126,29 @@ def test_bad_actions_are_observations_and_limits(airline, write_task):
     assert env.final_reward() == 0.0
 
 
+@pytest.mark.parametrize("call,needle", [
+    ({"name": "get_user_details", "arguments": [1, 2]}, "arguments must be a JSON object, got list"),
+    ({"name": "get_user_details", "arguments": "[1]"}, "arguments must be a JSON object, got list"),
+    ({"name": ["get_user_details"], "arguments": {}}, "tool name must be a string"),
+    ({"name": None, "arguments": {}}, "tool name must be a string"),
+    ({"name": "get_user_details", "arguments": {}, "parse_error": "arguments are not valid JSON: x"},
+     "arguments are not valid JSON: x"),
+    ("not a call", "not a call object"),
+])
+def test_malformed_calls_are_error_observations(airline, write_task, call, needle):
+    """Wrongly shaped calls (e.g. from an expert's response) are specific error observations,
+    never exceptions, and never reach the domain (nothing to replay)."""
+    env = FunctionCallingEnv(airline, write_task[0], ScriptedUser(["Hi."]))
+
+    async def go():
+        await env.reset()
+        obs, done, _ = await env.step({"tool_calls": [call]})
+        assert len(obs) == 1 and obs[0]["role"] == "tool" and not done
+        assert obs[0]["content"].startswith("Error: ") and needle in obs[0]["content"], obs
+        assert env.n_errors == 1 and env.executed_calls == []
+    run(go())
+
+
 def test_policy_rewrite_for_experts(airline):
     text = rewrite_policy_for_experts(airline.policy)
     assert EXPERT_POLICY in text

@@ -161,27 +161,43 @@ def _call_id(n: int) -> str:
 
 
 def _normalise_calls(raw: Any) -> list[dict]:
+    """``[{"name": str, "arguments": dict}]``; a malformed call keeps an ``_error`` (shown to the
+    agent as the call's observation, never raised): non-string name, arguments that are not a
+    JSON object, or a ``parse_error`` set by the expert client."""
     if raw is None:
         return []
     if isinstance(raw, Mapping):
         raw = [raw]
     if not isinstance(raw, (list, tuple)):
-        return [{"name": None, "arguments": {}, "_error": f"tool_calls must be a list, got {raw!r:.80}"}]
+        return [{"name": "", "arguments": {}, "_error": f"tool_calls must be a list, got {raw!r:.80}"}]
     calls = []
     for c in raw:
         if not isinstance(c, Mapping):
-            calls.append({"name": None, "arguments": {}, "_error": f"not a call object: {c!r}"})
+            calls.append({"name": "", "arguments": {}, "_error": f"not a call object: {c!r:.80}"})
             continue
         fn = c.get("function") if isinstance(c.get("function"), Mapping) else c
-        args = fn.get("arguments", {})
+        name, args = fn.get("name"), fn.get("arguments", {})
+        if not isinstance(name, str):
+            calls.append({"name": "", "arguments": {},
+                          "_error": f"the tool name must be a string, got {name!r:.80}"})
+            continue
+        if c.get("parse_error"):
+            calls.append({"name": name, "arguments": {}, "_error": str(c["parse_error"])})
+            continue
+        if args is None:
+            args = {}
         if isinstance(args, str):
             try:
                 args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as e:
-                calls.append({"name": fn.get("name"), "arguments": {},
+            except (json.JSONDecodeError, RecursionError) as e:
+                calls.append({"name": name, "arguments": {},
                               "_error": f"arguments are not valid JSON: {e}"})
                 continue
-        calls.append({"name": fn.get("name"), "arguments": args})
+        if not isinstance(args, Mapping):
+            calls.append({"name": name, "arguments": {}, "_error":
+                          f"arguments must be a JSON object, got {type(args).__name__}"})
+            continue
+        calls.append({"name": name, "arguments": dict(args)})
     return calls
 
 
