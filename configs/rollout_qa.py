@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.pricing = "configs/pricing/paper_eval.json"
     c.index_dir = ""                     # "" = build from the bundled mini corpus
     c.top_k_docs = 3
+    # release rules (off = the paper's training loop): FRAMES eval drops search once a document
+    # is retrieved; tools.json forbids answer while no document is retrieved
+    c.search_once = False
+    c.answer_requires_documents = False
     c.judge = ""                         # "" = exact match only; else a model name in expert_specs
     # episode (paper: 50 turns, 24k prompt, 8k per turn, temperature 1.0)
     c.max_turns = 3

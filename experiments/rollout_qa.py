@@ -54,7 +54,8 @@ def main(argv) -> None:
         experts = {m: local for m in mapping.models()}
     judge = experts[c.judge] if c.judge else None
     index = LocalSearchIndex.load(c.index_dir) if c.index_dir else LocalSearchIndex.build(MINI_CORPUS)
-    tk_cfg = QAToolkitConfig(top_k_docs=c.top_k_docs)
+    tk_cfg = QAToolkitConfig(top_k_docs=c.top_k_docs, search_once=c.search_once,
+                             answer_requires_documents=c.answer_requires_documents)
     print(f"setup {time.perf_counter() - t0:.1f}s: {len(tasks)} tasks, policy "
           f"{c.policy_checkpoint or c.tiny_preset}, experts "
           f"{'remote' if c.expert_specs else 'in-process'}")

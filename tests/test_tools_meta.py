@@ -2,6 +2,7 @@
 real FAISS index over the bundled corpus, real bubblewrap sandbox; cost by hand."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -188,3 +189,38 @@ def test_local_then_web_search(index, monkeypatch):
     q_tokens = r.extra["query_tokens"]
     assert r.cost_usd == pytest.approx(10 * 0.8e-6 + 5 * 0.8e-6 + q_tokens * 0.2e-6
                                        + 0.01 + 2 * 0.002)
+
+
+def test_release_rules_answer_needs_documents_and_search_once(index):
+    """answer_requires_documents / search_once: refused calls are error observations that cost
+    nothing and never reach an expert; the first successful search announces search is gone."""
+    prices = PriceSheet.load("paper_eval")
+    with pytest.raises(ValueError, match="answer_requires_documents"):
+        QAToolkitConfig(tools=("enhance_reasoning", "answer"), answer_requires_documents=True)
+    with FaultServer([_route]) as srv:
+        tk = _toolkit(srv.url, index, prices)
+        tk.config = dataclasses.replace(tk.config, answer_requires_documents=True, search_once=True)
+        state = QAState(problem=PROBLEM)
+
+        def run(name, alias):
+            return asyncio.run(tk.execute({"name": name, "arguments": {"model": alias}}, state))
+
+        early = run("answer", "answer-2")
+        n_requests = len(srv.requests)
+        first = run("search", "search-3")
+        second = run("search", "search-3")
+        n_after_second = len(srv.requests)
+        final = run("answer", "answer-2")
+    assert not early.ok and not early.done and early.cost_usd == 0.0 and early.extra["refused"]
+    assert early.observation == ("Error: answer is not allowed while no documents have been "
+                                 "retrieved; call search first")
+    assert n_requests == 0 and state.attempts[-1]["answer"] == "Alexander Fleming"
+    assert first.ok and state.documents[0].title == "Penicillin"
+    assert first.observation.endswith("[The search tool is no longer available from now on.]")
+    assert not second.ok and second.extra["refused"] and second.cost_usd == 0.0
+    assert "search is no longer available" in second.observation
+    assert n_after_second == 1 and len(state.documents) == len(first.extra["doc_ids"])
+    assert final.done and final.answer == "Alexander Fleming"
+    # off by default: the same calls run normally
+    assert tk.refusal("answer", QAState(problem="p")) is not None
+    assert _toolkit("http://127.0.0.1:9", index, prices).refusal("answer", QAState(problem="p")) is None

@@ -9,6 +9,9 @@
   (GPT/Llama/Claude prompts) is extracted; the call ends the episode.
 * ``call_expert(expert)``: schema only here; function-calling environments (envs/tau2) execute it.
 
+Optional release rules (``QAToolkitConfig``): ``answer_requires_documents`` refuses ``answer``
+until a document is retrieved; ``search_once`` (FRAMES eval) refuses ``search`` once one is.
+
 :class:`QAToolkit` bundles registry + alias mapping + expert clients + index/web + prices and runs a
 parsed call against a :class:`QAState`. Every :class:`ToolResult` carries ``cost_usd`` (expert
 tokens at the sheet's prices + search + sandbox seconds) and the wall-clock ``latency_s`` of the call.
@@ -214,6 +217,15 @@ class QAToolkitConfig:
     sandbox_memory_mb: int = 1024
     max_observation_chars: int = 6000
     allow_unisolated_sandbox: bool = False
+    # Release rules, off by default. answer_requires_documents: ``answer`` before any document
+    # was retrieved is refused (tools.json: "Not allowed to call if documents is empty").
+    # search_once: FRAMES eval (official_release §2.3) drops ``search`` from the offered tools
+    # once a document is retrieved; the transcript is append-only (the system prompt's tool list
+    # cannot change), so the observation that first adds documents says search is gone and later
+    # ``search`` calls are refused. Refused calls are error observations (no expert call, $0;
+    # the turn's format stays ok).
+    answer_requires_documents: bool = False
+    search_once: bool = False
 
     def __post_init__(self):
         if self.search_backend not in ("local", "web", "local_then_web"):
@@ -222,6 +234,9 @@ class QAToolkitConfig:
         bad = [t for t in self.tools if t not in ("search", "enhance_reasoning", "answer")]
         if bad:
             raise ValueError(f"unknown QA meta-tools {bad}")
+        if self.answer_requires_documents and not {"search", "answer"} <= set(self.tools):
+            raise ValueError("answer_requires_documents needs both 'search' and 'answer' in tools "
+                             "(otherwise answer could never be called)")
 
 
 class QAToolkit:
@@ -287,6 +302,10 @@ class QAToolkit:
         name = call["name"]
         alias = call["arguments"][ARG_NAME[name]]
         model = self.mapping.model_of(alias)
+        refusal = self.refusal(name, state)
+        if refusal is not None:
+            return ToolResult.failure(refusal, latency_s=time.perf_counter() - t0, tool=name,
+                                      alias=alias, model=model, refused=True)
         try:
             if name == "search":
                 result = await self._search(alias, model, state)
@@ -301,6 +320,16 @@ class QAToolkit:
         result.latency_s = time.perf_counter() - t0
         result.extra.update({"tool": name, "alias": alias, "model": model})
         return result
+
+    def refusal(self, name: str, state: QAState) -> Optional[str]:
+        """Why a well-formed ``name`` call is not allowed in ``state`` (release rules), or None."""
+        if name == "answer" and self.config.answer_requires_documents and not state.documents:
+            return ("answer is not allowed while no documents have been retrieved; "
+                    "call search first")
+        if name == "search" and self.config.search_once and state.documents:
+            return ("search is no longer available: documents have already been retrieved; "
+                    "use the other tools")
+        return None
 
     def _expert(self, model: str) -> ChatModel:
         try:
@@ -361,11 +390,14 @@ class QAToolkit:
             else:
                 search_usd += self.prices.cost_of_search(len(res.documents))
                 docs = list(docs) + list(res.documents)
+        had_docs, notice = bool(state.documents), ""
         new = state.add_documents(docs)
         if new:
             lines = [f"Doc {len(state.documents) - len(new) + i}: {d.render(self.config.doc_chars)}"
                      for i, d in enumerate(new, 1)]
             obs = f"Search query: {query}\nFound {len(new)} new document(s):\n" + "\n".join(lines)
+            if self.config.search_once and not had_docs:
+                notice = "\n[The search tool is no longer available from now on.]"
         else:
             obs = f"Search query: {query}\nNo new documents found."
         extra = {"query": query, "query_source": source, "n_docs": len(docs),
@@ -377,8 +409,8 @@ class QAToolkit:
             extra["expert_error"] = expert_error
         if web_error:
             extra["web_error"] = web_error
-        return ToolResult(observation=self._cut(obs), cost_usd=llm_usd + search_usd, usage=usage,
-                          extra=extra)
+        return ToolResult(observation=self._cut(obs) + notice, cost_usd=llm_usd + search_usd,
+                          usage=usage, extra=extra)
 
     async def _reason(self, alias: str, model: str, state: QAState) -> ToolResult:
         from orchestra_jax.tools.sandbox import SandboxUnavailable, arun_python
