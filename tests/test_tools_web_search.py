@@ -80,3 +80,7 @@ def test_search_failure_bounded_and_redacted(monkeypatch):
 def test_malformed_response():
     with pytest.raises(WebSearchError, match="results"):
         parse_tavily_response({"nope": 1})
+    with pytest.raises(WebSearchError, match="result 0 has score 'high'"):
+        parse_tavily_response({"results": [{"url": "u", "content": "c", "score": "high"}]})
+    docs = parse_tavily_response({"results": ["junk", {"url": 7, "content": "c", "score": "0.5"}]})
+    assert [(d.id, d.url, d.score) for d in docs] == [("7", "7", 0.5)]

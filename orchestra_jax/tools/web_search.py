@@ -52,8 +52,14 @@ def parse_tavily_response(body: Any, *, use_raw_content: bool = False) -> list[D
             continue
         text = (r.get("raw_content") if use_raw_content else None) or r.get("content") or ""
         url = r.get("url") or None
+        url = str(url) if url is not None else None
+        try:
+            score = float(r.get("score") or 0.0)
+        except (TypeError, ValueError):
+            raise WebSearchError(f"malformed Tavily response: result {i} has score "
+                                 f"{r.get('score')!r:.80}") from None
         docs.append(Document(id=str(url or f"web-{i}"), title=str(r.get("title") or ""),
-                             text=str(text), score=float(r.get("score") or 0.0), url=url))
+                             text=str(text), score=score, url=url))
     return docs
 
 
