@@ -224,3 +224,29 @@ def test_release_rules_answer_needs_documents_and_search_once(index):
     # off by default: the same calls run normally
     assert tk.refusal("answer", QAState(problem="p")) is not None
     assert _toolkit("http://127.0.0.1:9", index, prices).refusal("answer", QAState(problem="p")) is None
+
+
+def test_failures_after_the_expert_call_keep_its_cost(index):
+    """A broken index / sandbox after the expert answered: an error observation that still
+    carries the expert's (spent) tokens and cost."""
+    prices = PriceSheet.load("paper_eval")
+
+    class BrokenIndex:
+        count_tokens = staticmethod(len)
+
+        def search(self, query, k):
+            raise OSError("index file vanished")
+
+    with FaultServer([_route]) as srv:
+        tk = _toolkit(srv.url, index, prices)
+        tk.index = BrokenIndex()
+        tk.config = dataclasses.replace(tk.config, sandbox_memory_mb=1)  # run_python rejects < 64
+        state = QAState(problem=PROBLEM)
+        search = asyncio.run(tk.execute({"name": "search", "arguments": {"model": "search-3"}}, state))
+        reason = asyncio.run(tk.execute({"name": "enhance_reasoning",
+                                         "arguments": {"model": "reasoner-1"}}, state))
+    assert not search.ok and "local search failed: OSError: index file vanished" in search.observation
+    assert search.cost_usd == pytest.approx((1500 + 40) * 0.8e-6) and search.usage
+    assert not reason.ok and "ValueError: memory_mb" in reason.observation
+    assert reason.cost_usd == pytest.approx(3000 * 1.25e-6 + 800 * 10e-6) and reason.usage
+    assert state.documents == [] and state.code_snippets == []

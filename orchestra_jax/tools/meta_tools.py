@@ -369,7 +369,15 @@ class QAToolkit:
         backend, search_usd, docs = self.config.search_backend, 0.0, []
         query_tokens = 0
         if backend in ("local", "local_then_web"):
-            docs = await asyncio.to_thread(self.index.search, query, k)
+            try:
+                docs = await asyncio.to_thread(self.index.search, query, k)
+            except Exception as e:  # noqa: BLE001 - keep the expert's (already spent) cost
+                err = f"local search failed: {type(e).__name__}: {e}"
+                return ToolResult(observation=f"Error: {err}", ok=False, error=err,
+                                  cost_usd=llm_usd, usage=usage,
+                                  extra={"query": query, "query_source": source,
+                                         "cost_breakdown": {"llm_usd": llm_usd, "search_usd": 0.0,
+                                                            "sandbox_usd": 0.0}})
             counter = self.count_tokens or self.index.count_tokens
             query_tokens = int(counter(query))
             search_usd += self.prices.cost_of_local_search(query_tokens)
@@ -427,9 +435,10 @@ class QAToolkit:
             sb = await arun_python(code, timeout_s=self.config.sandbox_timeout_s,
                                    memory_mb=self.config.sandbox_memory_mb,
                                    allow_unisolated=self.config.allow_unisolated_sandbox)
-        except SandboxUnavailable as e:
-            return ToolResult(observation=f"Error: the code interpreter is unavailable: {e}",
-                              ok=False, error=str(e), cost_usd=llm_usd, usage=usage,
+        except Exception as e:  # noqa: BLE001 - SandboxUnavailable/SandboxError or a bad limit
+            msg = str(e) if isinstance(e, SandboxUnavailable) else f"{type(e).__name__}: {e}"
+            return ToolResult(observation=f"Error: the code interpreter is unavailable: {msg}",
+                              ok=False, error=msg, cost_usd=llm_usd, usage=usage,
                               extra={"executed": False, "code": code, "cost_breakdown": breakdown})
         output = sb.format_observation()
         state.code_snippets.append({"code": code, "output": output})
