@@ -20,8 +20,13 @@ HF_CONFIGS = {
 }
 
 
-def hf_model(name: str, seed: int = 0):
-    """A random transformers model (float32, eval mode) for one of HF_CONFIGS."""
+def hf_model(name: str, seed: int = 0, layer_scale: float = 1.0):
+    """A random transformers model (float32, eval mode) for one of HF_CONFIGS.
+
+    ``layer_scale`` multiplies every decoder-layer weight matrix (not embeddings, not norms): at
+    the default init a tied model's greedy output just repeats the last prompt token, at 5 it
+    depends on the context.
+    """
     kw = dict(HF_CONFIGS[name])
     arch = kw.pop("arch")
     torch.manual_seed(seed)
@@ -33,12 +38,15 @@ def hf_model(name: str, seed: int = 0):
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.add_(0.1 * torch.randn_like(p))
+            elif ".layers." in n:
+                p.mul_(layer_scale)
     return model.eval()
 
 
-def write_hf(name: str, path: pathlib.Path, max_shard_size=None, dtype=None, seed: int = 0):
+def write_hf(name: str, path: pathlib.Path, max_shard_size=None, dtype=None, seed: int = 0,
+             layer_scale: float = 1.0):
     """Writes the model with save_pretrained; returns the torch model."""
-    model = hf_model(name, seed)
+    model = hf_model(name, seed, layer_scale)
     if dtype is not None:
         model = model.to(dtype)
     kw = {} if max_shard_size is None else {"max_shard_size": max_shard_size}

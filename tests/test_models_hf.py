@@ -68,6 +68,19 @@ def test_round_trip_hf_ours_hf(tmp_path, scan):
     jax.tree.map(np.testing.assert_array_equal, params, p2)
 
 
+def test_save_over_an_existing_checkpoint_replaces_it(tmp_path):
+    config = presets["tiny"]
+    old, new = (init_params(config, jax.random.key(k)) for k in (1, 2))
+    assert len(save_hf_checkpoint(config, old, tmp_path, max_shard_bytes=40_000)) > 1
+    assert save_hf_checkpoint(config, new, tmp_path) == ["model.safetensors"]   # now one file
+    assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
+    _, back = load_hf_checkpoint(tmp_path, compute_dtype=jnp.float32)
+    jax.tree.map(np.testing.assert_array_equal, back, new)
+    save_hf_checkpoint(config, old, tmp_path, max_shard_bytes=40_000)            # and back
+    _, back = load_hf_checkpoint(tmp_path, compute_dtype=jnp.float32)
+    jax.tree.map(np.testing.assert_array_equal, back, old)
+
+
 def test_hf_sharded_checkpoint_loads(tmp_path):
     model = write_hf("qwen3_untied", tmp_path, max_shard_size="30KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
@@ -130,6 +143,14 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="shape"):
         load_hf_checkpoint(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[:len(blob) // 2])                     # truncated download
+    with pytest.raises(CheckpointError, match="outside the file"):
+        read_safetensors_lazy(weights)
+    weights.write_bytes(b"\x00" * 3)
+    with pytest.raises(CheckpointError, match="header"):
+        read_safetensors_lazy(weights)
     with pytest.raises(ValueError, match="rope scaling"):
         ModelConfig.from_hf_config({**cfg, "rope_parameters": {"rope_type": "yarn",
                                                                "rope_theta": 1.0}})

@@ -60,18 +60,29 @@ def read_safetensors_lazy(path: str | os.PathLike) -> dict[str, np.ndarray]:
             header = json.loads(f.read(n))
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"cannot read safetensors header of {path}: {e}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
     mm = np.memmap(path, dtype=np.uint8, mode="r")
+    data_bytes = mm.size - 8 - n
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info["dtype"] not in _ST_TO_NP:
-            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-        dt = np.dtype(_ST_TO_NP[info["dtype"]])
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
+        try:
+            st_dtype = info["dtype"]
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(d) for d in info["shape"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: malformed header entry for tensor {name}: "
+                                  f"{type(e).__name__}: {e}") from None
+        if st_dtype not in _ST_TO_NP:
+            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {st_dtype}")
+        dt = np.dtype(_ST_TO_NP[st_dtype])
         if end - start != math.prod(shape) * dt.itemsize:
             raise CheckpointError(f"{path}: tensor {name} byte size does not match its shape")
+        if not 0 <= start <= end <= data_bytes:
+            raise CheckpointError(f"{path}: tensor {name} lies outside the file (bytes "
+                                  f"{start}..{end} of {data_bytes}; truncated download?)")
         out[name] = np.ndarray(shape, dt, buffer=mm, offset=8 + n + start)
     return out
 
@@ -276,7 +287,8 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike
     ``model.safetensors`` or ``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json``
     when the weights exceed ``max_shard_bytes``. ``dtype`` (default ``config.param_dtype``) is the
     stored dtype. Tensors are gathered to host one at a time. In multi-process runs only process 0
-    writes (all processes must call it).
+    writes (all processes must call it). Weight files and index of an earlier save into the same
+    directory are removed.
     """
     path = pathlib.Path(path)
     out_dtype = np.dtype(to_dtype(dtype if dtype is not None else config.param_dtype))
@@ -325,9 +337,17 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike
         if is_writer:
             write_safetensors(path / fname, tensors)
     if is_writer:
+        # weight files of an earlier save into the same directory would shadow or mix with
+        # these (a stale index wins over model.safetensors when loading): remove them
+        for stale in path.glob("model*.safetensors*"):
+            if stale.name not in fnames and stale.name != "model.safetensors.index.json":
+                stale.unlink()
+        index_path = path / "model.safetensors.index.json"
         if n > 1:
-            (path / "model.safetensors.index.json").write_text(json.dumps(
+            index_path.write_text(json.dumps(
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        elif index_path.exists():
+            index_path.unlink()
         hf_cfg = config.to_hf_config(torch_dtype=dtype_name(out_dtype))
         (path / "config.json").write_text(json.dumps(hf_cfg, indent=2))
         gen = {k: v for k, v in (("bos_token_id", config.bos_token_id),
