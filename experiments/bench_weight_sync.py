@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -44,47 +45,50 @@ def main(_):
                                         max_position_embeddings=min(4096, presets[cfg.model]
                                                                     .max_position_embeddings))
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_weight_sync_"))
-    tok_dir = tmp / "tokenizer"
-    load_tokenizer().save_pretrained(str(tok_dir))
+    try:
+        tok_dir = tmp / "tokenizer"
+        load_tokenizer().save_pretrained(str(tok_dir))
 
-    def params_for(seed):  # x10 init scale: clear greedy margins (see tests/test_sglang_server.py)
-        p = init_params(config, jax.random.key(seed))
-        return jax.tree_util.tree_map_with_path(
-            lambda path, x: x if any(getattr(k, "key", None) == "scale" for k in path) else x * 10, p)
+        def params_for(seed):  # x10 init scale: clear greedy margins (see tests/test_sglang_server.py)
+            p = init_params(config, jax.random.key(seed))
+            return jax.tree_util.tree_map_with_path(
+                lambda path, x: x if any(getattr(k, "key", None) == "scale" for k in path) else x * 10, p)
 
-    params = params_for(0)
-    ckpt = export_checkpoint(config, params, tmp / "ckpt0", tokenizer_dir=tok_dir)
-    server_cfg = _load_config(cfg.server)
-    server_cfg.model_path = str(ckpt)
-    env = {k: v for k, v in dict(server_cfg.env).items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    if cfg.jit_cache_dir:
-        env.update(JAX_COMPILATION_CACHE_DIR=cfg.jit_cache_dir,
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    server_cfg.env = env
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(0, 151643, size=cfg.prompt_len).tolist() for _ in range(cfg.prompts)]
-    sp = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
-    print(f"model {cfg.model} ({config.num_params / 1e6:.1f}M params), jit cache "
-          f"{'on' if cfg.jit_cache_dir else 'off'}", flush=True)
-    for mode in cfg.modes:
-        server_cfg.weight_update = mode
-        with SGLangServer(server_cfg) as server:
-            print(f"[{mode}] initial start: {server.startup_s:.2f} s", flush=True)
-            sync = WeightSync([server], mode=mode, tokenizer_dir=tok_dir)
-            for i in range(1, cfg.syncs + 1):
-                params = params_for(i)
-                res = sync.sync(config, params)
-                t0 = time.perf_counter()
-                remote = SGLangEngine([server.url]).generate_sync(prompts, sp)
-                first = time.perf_counter() - t0
-                same = None
-                if cfg.check_parity:
-                    local = asyncio.run(LocalJaxEngine(config, params).generate(prompts, sp))
-                    same = all(r.token_ids == l.token_ids for r, l in zip(remote, local))
-                print(f"[{mode}] sync {i}: export {res.export_s:.2f} s, update {res.update_s:.2f} s, "
-                      f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
-                      f"greedy == local: {same}", flush=True)
-        sync.close(remove_all=True)  # the server is stopped: drop the served export too
+        params = params_for(0)
+        ckpt = export_checkpoint(config, params, tmp / "ckpt0", tokenizer_dir=tok_dir)
+        server_cfg = _load_config(cfg.server)
+        server_cfg.model_path = str(ckpt)
+        env = {k: v for k, v in dict(server_cfg.env).items() if k != "JAX_COMPILATION_CACHE_DIR"}
+        if cfg.jit_cache_dir:
+            env.update(JAX_COMPILATION_CACHE_DIR=cfg.jit_cache_dir,
+                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        server_cfg.env = env
+        rng = np.random.default_rng(0)
+        prompts = [rng.integers(0, 151643, size=cfg.prompt_len).tolist() for _ in range(cfg.prompts)]
+        sp = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+        print(f"model {cfg.model} ({config.num_params / 1e6:.1f}M params), jit cache "
+              f"{'on' if cfg.jit_cache_dir else 'off'}", flush=True)
+        for mode in cfg.modes:
+            server_cfg.weight_update = mode
+            with SGLangServer(server_cfg) as server:
+                print(f"[{mode}] initial start: {server.startup_s:.2f} s", flush=True)
+                sync = WeightSync([server], mode=mode, tokenizer_dir=tok_dir)
+                for i in range(1, cfg.syncs + 1):
+                    params = params_for(i)
+                    res = sync.sync(config, params)
+                    t0 = time.perf_counter()
+                    remote = SGLangEngine([server.url]).generate_sync(prompts, sp)
+                    first = time.perf_counter() - t0
+                    same = None
+                    if cfg.check_parity:
+                        local = asyncio.run(LocalJaxEngine(config, params).generate(prompts, sp))
+                        same = all(r.token_ids == l.token_ids for r, l in zip(remote, local))
+                    print(f"[{mode}] sync {i}: export {res.export_s:.2f} s, update {res.update_s:.2f} s, "
+                          f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
+                          f"greedy == local: {same}", flush=True)
+            sync.close(remove_all=True)  # the server is stopped: drop the served export too
+    finally:  # checkpoints + tokenizer: never leave them in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)
 
 if __name__ == "__main__":
     from absl import app

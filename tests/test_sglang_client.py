@@ -314,6 +314,10 @@ def test_weight_sync_disk_mode_reports_missing_endpoint(fakes, tmp_path):
     config, params = _tiny_model()
     with pytest.raises(WeightSyncError, match="no /update_weights_from_disk endpoint"):
         sync.sync(config, params)
+    # the export of a failed sync is not leaked (exports usually live in RAM, under /dev/shm)
+    assert len(list((tmp_path / "w").iterdir())) == 1
+    sync.close()
+    assert list((tmp_path / "w").iterdir()) == []
     with pytest.raises(ValueError, match="restart"):
         WeightSync(urls=[srv.url], mode="restart")
 

@@ -78,3 +78,61 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_killed_server_semaphores_are_unlinked(tmp_path):
+    """A SIGKILLed process group takes Python's resource tracker with it: its named
+    multiprocessing semaphores stay in /dev/shm unless the launcher unlinks them."""
+    import os
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from orchestra_jax.rollout.launcher import group_pids, shm_inodes, unlink_semaphores
+
+    script = ("import multiprocessing as mp, sys, time\n"
+              "lock = mp.get_context('spawn').Lock()\n"
+              "print(lock._semlock.name, flush=True)\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        name = proc.stdout.readline().strip()
+        assert name.startswith("/mp-"), name
+        sem = pathlib.Path("/dev/shm") / ("sem." + name[1:])
+        assert sem.exists()
+        inodes = shm_inodes(group_pids(proc.pid))
+        assert sem.stat().st_ino in inodes
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.time() + 10
+        while group_pids(proc.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert sem.exists()                      # leaked: the tracker died with the group
+        assert unlink_semaphores(inodes) == [sem.name]
+        assert not sem.exists()
+        assert unlink_semaphores(inodes) == []   # idempotent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_missing_server_python_is_clear_and_leaves_no_tmpdir(tmp_path, monkeypatch):
+    import tempfile
+
+    from orchestra_jax.rollout.launcher import ServerStartError, SGLangServer
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cfg = _config("sglang_cpu")
+    cfg.model_path = str(tmp_path / "ckpt")
+    cfg.python = str(tmp_path / "no-such-venv" / "bin" / "python")
+    cfg.prepare_checkpoint = False
+    cfg.log_dir = str(tmp_path / "logs")
+    server = SGLangServer(cfg)
+    with pytest.raises(ServerStartError, match="does not exist"):
+        server.start()
+    server.stop()
+    assert not list(tmp_path.glob("orchestra_sglang_*"))

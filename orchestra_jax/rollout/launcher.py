@@ -227,6 +227,47 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def shm_inodes(pids: list[int]) -> set[int]:
+    """Inodes of the ``/dev/shm`` files mapped by ``pids`` (reads ``/proc/<pid>/maps``).
+
+    A named POSIX semaphore (Python multiprocessing's ``sem.mp-*``) is mapped under the temp name
+    glibc created it with, so only its inode identifies it.
+    """
+    out: set[int] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+                        out.add(int(fields[4]))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def unlink_semaphores(inodes: set[int]) -> list[str]:
+    """Removes ``/dev/shm/sem.*`` files whose inode is in ``inodes``; returns the names removed.
+
+    sglang-jax's processes create multiprocessing semaphores whose names only its resource tracker
+    unlinks; a server killed by SIGKILL (crash, restart after a short grace) takes the tracker with
+    it and the names stay in /dev/shm forever. Only semaphores the server's own processes had mapped
+    are touched (call once they are all dead).
+    """
+    removed: list[str] = []
+    shm = pathlib.Path("/dev/shm")
+    if not inodes or not shm.is_dir():
+        return removed
+    for entry in shm.glob("sem.*"):
+        try:
+            if entry.stat().st_ino in inodes:
+                entry.unlink()
+                removed.append(entry.name)
+        except OSError:
+            continue
+    return removed
+
+
 def _signal_all(pgid: int, pids: list[int], sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -267,6 +308,8 @@ class SGLangServer:
         self.log_path: Optional[pathlib.Path] = None
         self.startup_s: Optional[float] = None
         self._known_pids: set[int] = set()
+        self._shm_inodes: set[int] = set()   # /dev/shm files the server's processes mapped
+        self._tmpdir: Optional[str] = None
         self._next_port: Optional[int] = None
         self._lock = threading.Lock()
         _LIVE_SERVERS.add(self)
@@ -306,14 +349,14 @@ class SGLangServer:
                 env.pop(key, None)
             env.update({str(k): str(v) for k, v in (cfg.get("env", None) or {}).items()})
             env["ORCHESTRA_PARENT_PID"] = str(os.getpid())  # sgl_jax_server.py exits with us
-            # The server's IPC sockets / temp files live in a private dir removed by stop().
-            self._tmpdir = tempfile.mkdtemp(prefix="orchestra_sglang_")
-            env["TMPDIR"] = self._tmpdir
             python = pathlib.Path(cmd[0])
             if not python.exists():
                 raise ServerStartError(
                     f"server python {python} does not exist; for sglang-jax run `make sglang-venv` "
                     f"(creates .venv-sglang) or set config.python")
+            # The server's IPC sockets / temp files live in a private dir removed by stop().
+            self._tmpdir = tempfile.mkdtemp(prefix="orchestra_sglang_")
+            env["TMPDIR"] = self._tmpdir
             log_file = open(self.log_path, "ab")
             log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: "
                            f"{shlex.join(cmd)}\n".encode())
@@ -323,6 +366,9 @@ class SGLangServer:
                 self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=env, cwd=str(REPO_ROOT),
                                              start_new_session=True)
+            except BaseException:
+                self._remove_tmpdir()
+                raise
             finally:
                 log_file.close()
             self._known_pids = {self.proc.pid}
@@ -356,6 +402,7 @@ class SGLangServer:
                         f"(log {self.log_path}):\n{self.log_tail()}")
                 try:
                     if client.get(self.url + "/health").status_code == 200:
+                        self._remember_shm()
                         return
                 except httpx.HTTPError:
                     pass
@@ -368,6 +415,14 @@ class SGLangServer:
     def _remember_descendants(self) -> None:
         if self.proc is not None:
             self._known_pids.update(_descendants(self.proc.pid))
+
+    def _remember_shm(self) -> None:
+        self._shm_inodes |= shm_inodes(self.process_ids())
+
+    def _remove_tmpdir(self) -> None:
+        tmpdir, self._tmpdir = self._tmpdir, None
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
     def is_alive(self) -> bool:
         """True while the server's main process runs."""
@@ -385,17 +440,20 @@ class SGLangServer:
         """SIGTERM to the process group and every known descendant; SIGKILL after ``grace_s``
         seconds (default ``config.shutdown_grace_s``).
 
-        Returns once no process of the server is alive (or after a final SIGKILL sweep). Safe to
-        call twice and on a server that already died.
+        Returns once no process of the server is alive (or after a final SIGKILL sweep). Then
+        removes the server's private TMPDIR and the multiprocessing semaphores its processes left
+        in /dev/shm. Safe to call twice and on a server that already died.
         """
         with self._lock:
             proc = self.proc
             if proc is None:
+                self._remove_tmpdir()
                 return
             pgid = proc.pid
             self._remember_descendants()
             grace = float(self.config.get("shutdown_grace_s", 10.0) if grace_s is None else grace_s)
             pids = self.process_ids()
+            self._shm_inodes |= shm_inodes(pids)
             if pids:
                 _signal_all(pgid, pids, signal.SIGTERM)
                 deadline = time.perf_counter() + grace
@@ -415,17 +473,21 @@ class SGLangServer:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILLed above
                 pass
+            all_dead = not self.process_ids()
             self.proc = None
             self._known_pids = set()
-            tmpdir, self._tmpdir = getattr(self, "_tmpdir", None), None
-            if tmpdir:
-                shutil.rmtree(tmpdir, ignore_errors=True)
+            self._remove_tmpdir()
+            if all_dead:  # nobody can still use them
+                unlink_semaphores(self._shm_inodes)
+            self._shm_inodes = set()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Simulates a crash: sends ``sig`` to the whole group without waiting or cleaning up."""
         if self.proc is not None:
             self._remember_descendants()
-            _signal_all(self.proc.pid, self.process_ids(), sig)
+            pids = self.process_ids()
+            self._shm_inodes |= shm_inodes(pids)
+            _signal_all(self.proc.pid, pids, sig)
 
     def restart(self, model_path: Optional[str] = None) -> float:
         """Stops the server and starts it again (optionally on a new checkpoint).

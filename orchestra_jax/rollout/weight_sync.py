@@ -171,6 +171,8 @@ class WeightSync:
         t0 = time.perf_counter()
         path = self.export_root / f"v{self.version:06d}_{os.getpid()}"
         export_checkpoint(config, params, path, tokenizer_dir=self.tokenizer_dir)
+        # tracked before the update: an export whose update failed is still removed later
+        self._exported.append(path)
         t1 = time.perf_counter()
         if self.mode == "disk":
             self._update_from_disk(str(path))
@@ -180,7 +182,6 @@ class WeightSync:
             for server in self.servers:
                 server.restart(model_path=str(path))
         t2 = time.perf_counter()
-        self._exported.append(path)
         self._cleanup()
         result = SyncResult(self.version, str(path), self.mode, t1 - t0, t2 - t1, t2 - t0)
         self.history.append(result)
@@ -235,13 +236,13 @@ class WeightSync:
             server.model_path = path  # a later restart comes back with the current weights
 
     def _cleanup(self) -> None:
+        """Deletes the oldest exports beyond ``keep_last`` that no server is using."""
         in_use = {str(pathlib.Path(s.model_path)) for s in self.servers}
-        while len(self._exported) > self.keep_last:
-            old = self._exported[0]
-            if str(old) in in_use:
-                break
-            self._exported.pop(0)
-            shutil.rmtree(old, ignore_errors=True)
+        excess = len(self._exported) - self.keep_last
+        for old in list(self._exported[:max(0, excess)]):
+            if str(old) not in in_use:
+                self._exported.remove(old)
+                shutil.rmtree(old, ignore_errors=True)
 
     def close(self, remove_all: bool = False) -> None:
         """Deletes exported checkpoints: those no server uses, or all (``remove_all``, once the
