@@ -336,6 +336,9 @@ def test_server_never_outlives_its_launcher(live, hard):
     import os
     import subprocess
     import sys
+    import tempfile
+    tmp_root = pathlib.Path(tempfile.gettempdir())
+    before = set(tmp_root.glob("orchestra_sglang_*"))
     script = _ORPHAN_SCRIPT.format(repo=str(REPO_ROOT), ckpt=live.server.model_path,
                                    logs=str(live.tmp / "orphan_logs"), hard=hard)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -345,3 +348,5 @@ def test_server_never_outlives_its_launcher(live, hard):
     while group_pids(pgid) and time.time() < deadline:
         time.sleep(0.2)
     assert group_pids(pgid) == [], f"server group {pgid} outlived its launcher (hard={hard})"
+    # its private TMPDIR goes too (removed by stop() via atexit, or by the server's watchdog)
+    assert set(tmp_root.glob("orchestra_sglang_*")) <= before

@@ -109,12 +109,51 @@ def _patch() -> None:
     scheduler_mod.Scheduler.set_internal_state = set_internal_state
 
 
+def _cleanup_for_dead_launcher() -> None:
+    """Does what the dead launcher's ``SGLangServer.stop()`` would have done after the kill.
+
+    Removes the private ``TMPDIR`` the launcher made (``orchestra_sglang_*``) and unlinks the
+    multiprocessing semaphores mapped by this process group (found by inode in
+    ``/proc/<pid>/maps``: SIGKILL takes Python's resource tracker down before it can unlink them).
+    Called just before the group is killed, so nothing that still needs them survives.
+    """
+    import shutil
+
+    group = os.getpgrp()
+    inodes = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != group:
+                continue
+            with open(f"/proc/{entry}/maps") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+                        inodes.add(int(fields[4]))
+        except (OSError, ValueError):
+            continue
+    if inodes and os.path.isdir("/dev/shm"):
+        for name in os.listdir("/dev/shm"):
+            path = os.path.join("/dev/shm", name)
+            try:
+                if name.startswith("sem.") and os.stat(path).st_ino in inodes:
+                    os.unlink(path)
+            except OSError:
+                continue
+    tmpdir = os.environ.get("TMPDIR", "")
+    if os.path.basename(tmpdir.rstrip("/")).startswith("orchestra_sglang_"):
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def _watch_parent() -> None:
     """Tears the server's process group down when the process that launched it dies.
 
     The launcher starts the server in its own session (so it can kill the whole group), which
     also means a trainer that is SIGKILLed would leave it running. ``ORCHESTRA_PARENT_PID`` is the
-    launcher's pid: once this process is re-parented, SIGTERM the group, SIGKILL after 5 s.
+    launcher's pid: once this process is re-parented, remove the launcher's temp dir and the
+    group's semaphores, SIGTERM the group, SIGKILL after 5 s.
     """
     import signal
     import threading
@@ -127,6 +166,10 @@ def _watch_parent() -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
+        try:
+            _cleanup_for_dead_launcher()
+        except Exception:  # never let clean-up keep the orphaned server alive
+            pass
         group = os.getpgrp()
         os.killpg(group, signal.SIGTERM)
         time.sleep(5.0)
