@@ -161,3 +161,36 @@ def test_tau2_episode_cut_by_the_loop_scores_zero(world):
     assert cut.info["reward_info"]["db_match"] is None  # ... but a cut episode is not scored
     assert cut.reward == 0.0 and cut.correct is False and cut.answer_valid is False
     assert cut.info["termination_reason"] == "max_steps"
+
+
+def test_runner_keeps_exactly_concurrency_episodes_in_flight(world):
+    """run_episodes overlaps episodes up to `concurrency` and never beyond (asyncio semaphore)."""
+    from orchestra_jax.envs.base import EnvOutcome
+    from orchestra_jax.rollout.runner import run_episodes
+    tok, cfg, params = world
+    live = {"now": 0, "peak": 0}
+
+    class SlowStart:
+        tool_names: list = []
+
+        def __init__(self, i):
+            self.task_id = f"slow-{i}"
+
+        async def reset(self):
+            live["now"] += 1
+            live["peak"] = max(live["peak"], live["now"])
+            await asyncio.sleep(0.05)
+            live["now"] -= 1
+            raise RuntimeError("stop after the overlap window")
+
+        async def finish(self, reason):
+            return EnvOutcome(reward=0.0, correct=False)
+
+    engine = ScriptedPolicyEngine(cfg, params, [], tok)
+    for concurrency in (1, 3):
+        live["peak"] = 0
+        trajs = asyncio.run(run_episodes(engine, tok, [SlowStart(i) for i in range(6)],
+                                         EpisodeConfig(), concurrency=concurrency, progress=False))
+        assert live["peak"] == concurrency
+        assert [t.task_id for t in trajs] == [f"slow-{i}" for i in range(6)]
+        assert all(t.finish_reason == "error" and "overlap window" in t.error for t in trajs)
