@@ -194,3 +194,19 @@ def test_runner_keeps_exactly_concurrency_episodes_in_flight(world):
         assert live["peak"] == concurrency
         assert [t.task_id for t in trajs] == [f"slow-{i}" for i in range(6)]
         assert all(t.finish_reason == "error" and "overlap window" in t.error for t in trajs)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"turn_timeout_s": 0}, "turn_timeout_s must be > 0"),
+    ({"episode_timeout_s": -1.0}, "episode_timeout_s must be > 0"),
+    ({"temperature": -0.5}, "temperature must be >= 0"),
+    ({"policy_usd_per_1m_output_tokens": float("nan")}, "policy_usd_per_1m_output_tokens"),
+    ({"max_turns": 0}, "max_turns must be >= 1"),
+    ({"observation_role": "system"}, "observation_role"),
+])
+def test_bad_episode_config_is_a_clear_error(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        EpisodeConfig(**kw)
+    with pytest.raises(TypeError, match="limits must be a ContextLimits"):
+        EpisodeConfig(limits={"max_prompt_tokens": 10})
+    assert EpisodeConfig(turn_timeout_s=None, episode_timeout_s=None).turn_timeout_s is None

@@ -64,6 +64,16 @@ class EpisodeConfig:
         if self.observation_role not in ("user", "tool"):
             raise ValueError(f"observation_role must be 'user' or 'tool', got "
                              f"{self.observation_role!r}")
+        for name in ("turn_timeout_s", "episode_timeout_s"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:   # 0 would silently mean "no limit"
+                raise ValueError(f"{name} must be > 0 seconds or None (no limit), got {v!r}")
+        for name in ("temperature", "policy_usd_per_1m_input_tokens",
+                     "policy_usd_per_1m_output_tokens"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.limits, ContextLimits):
+            raise TypeError(f"limits must be a ContextLimits, got {type(self.limits).__name__}")
 
 
 def _stop_ids(tokenizer, names: Sequence[str]) -> tuple[int, ...]:
