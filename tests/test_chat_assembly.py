@@ -188,3 +188,15 @@ def test_misuse_is_reported(tok):
         asm.add_messages([{"role": "user", "content": "x"}])
     with pytest.raises(ValueError):
         TokenAssembler(tok, observation_role="system")
+
+
+def test_observation_cap_counts_tokens_not_characters(tok):
+    """A character can be several tokens (rare CJK, math letters, emoji): the cap is in tokens."""
+    asm = TokenAssembler(tok, limits=ContextLimits(max_observation_tokens=100))
+    text = "\U0001d518" * 100          # 100 characters, 2 tokens each
+    assert len(tok.encode(text, add_special_tokens=False)) == 200
+    cut = asm.truncate_text(text)
+    assert cut.endswith("[... truncated 100 tokens]")
+    assert len(tok.encode(cut.split("\n[... truncated")[0], add_special_tokens=False)) <= 100
+    short = "\U0001d518" * 20
+    assert asm.truncate_text(short) == short

@@ -174,7 +174,9 @@ class TokenAssembler:
     def truncate_text(self, text: str) -> str:
         """Cuts ``text`` to ``limits.max_observation_tokens`` tokens (head kept, note appended)."""
         cap = self.limits.max_observation_tokens
-        if len(text) <= cap:  # a token is at least one character
+        # Fast path: a byte-level BPE token covers at least one UTF-8 byte (NOT one character:
+        # rare CJK / emoji characters take 2+ tokens); +1 for a tokenizer's leading-space piece.
+        if len(text.encode("utf-8", errors="surrogatepass")) + 1 <= cap:
             return text
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) <= cap:
