@@ -183,3 +183,32 @@ def test_malformed_tool_calls_become_parse_errors():
         "usage": {"prompt_tokens": 3, "completion_tokens": 2.0}})
     assert r.tool_calls == [{"name": "f", "arguments": {"x": 1}}]
     assert (r.prompt_tokens, r.completion_tokens) == (3, 2)
+
+
+@pytest.mark.parametrize("url", ["", "127.0.0.1:30000/v1", "ftp://host/v1", "http:///v1",
+                                 "http://127.0.0.1:99999/v1"])
+def test_bad_base_url_is_a_clear_config_error(url):
+    """A malformed expert/Tavily URL fails at construction (no retried connection attempts)."""
+    from orchestra_jax.tools.web_search import TavilyClient
+    with pytest.raises(ExpertError, match="base_url must be an absolute http"):
+        OpenAIChatClient(ExpertConfig(base_url=url, model="m"))
+    with pytest.raises(ValueError, match="Tavily base_url must be an absolute http"):
+        TavilyClient(api_key="tvly-x", base_url=url)
+
+
+def test_transport_exceptions_are_not_retried():
+    """Whatever the transport raises (here: a port httpx only rejects at connect time) becomes
+    one HTTPCallError after a single attempt, not a raw exception or retries."""
+    import httpx
+
+    from orchestra_jax.tools.http_retry import HTTPCallError, RetryPolicy, post_json
+
+    async def go():
+        async with httpx.AsyncClient() as client:
+            return await post_json(client, "http://127.0.0.1:99999/v1/x", {},
+                                   policy=RetryPolicy(timeout_s=5, max_retries=3),
+                                   secrets=["k3y-secret"], what="probe")
+
+    with pytest.raises(HTTPCallError) as e:
+        _run(go())
+    assert e.value.attempts == 1 and "probe to http://127.0.0.1:99999/v1/x failed" in str(e.value)

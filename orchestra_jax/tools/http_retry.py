@@ -4,7 +4,8 @@ Guarantees (the release retried forever with 60 s sleeps):
 * the whole call — every attempt, connect, read and back-off sleep — ends within ``timeout_s``
   seconds (plus scheduling slack), enforced with ``asyncio.wait_for`` per attempt;
 * at most ``1 + max_retries`` HTTP requests;
-* retries only on 429, 5xx, connection errors and attempt timeouts; exponential back-off
+* retries only on 429, 5xx, connection errors and attempt timeouts (a malformed URL or any other
+  transport exception fails at once); exponential back-off
   ``backoff_base_s * 2**attempt`` (capped at ``max_backoff_s``), or the server's ``Retry-After``
   when larger, capped at ``retry_after_cap_s``;
 * secrets (API keys) never appear in raised errors or logs: every message goes through
@@ -65,6 +66,20 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, dt.timestamp() - time.time())
 
 
+def check_base_url(url: str, what: str = "base_url") -> str:
+    """``url`` if it is an absolute http(s) URL with a host and a valid port, else ValueError
+    (a typo in a config must be a clear error, not three retried connection failures)."""
+    try:
+        u = httpx.URL(url) if isinstance(url, str) else None
+    except (httpx.InvalidURL, ValueError, TypeError):
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.host or \
+            not 0 < (u.port or 1) < 65536:
+        raise ValueError(f"{what} must be an absolute http(s) URL with a host (e.g. "
+                         f"http://127.0.0.1:30000/v1), got {url!r}")
+    return url
+
+
 @dataclasses.dataclass
 class RetryPolicy:
     """Timeout and retry knobs (seconds)."""
@@ -108,9 +123,17 @@ async def post_json(client: httpx.AsyncClient, url: str, payload: Any, *,
                                           timeout=remaining)
         except asyncio.TimeoutError:
             last_err, last_status, retryable = f"no response within {remaining:.1f}s", None, True
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:   # a bad URL: no retry
+            raise HTTPCallError(f"{what} to {safe_url} failed: "
+                                f"{redact(f'{type(e).__name__}: {e}', secrets)}",
+                                attempts=attempts) from None
         except httpx.HTTPError as e:
             last_err = redact(f"{type(e).__name__}: {e}", secrets)
             last_status, retryable = None, True
+        except Exception as e:  # noqa: BLE001 - anything else from the transport: not retried
+            raise HTTPCallError(f"{what} to {safe_url} failed: "
+                                f"{redact(f'{type(e).__name__}: {e}', secrets)}",
+                                attempts=attempts) from None
         else:
             last_status = resp.status_code
             if resp.status_code == 200:

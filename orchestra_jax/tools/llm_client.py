@@ -21,7 +21,8 @@ from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import httpx
 
-from orchestra_jax.tools.http_retry import HTTPCallError, RetryPolicy, post_json, redact
+from orchestra_jax.tools.http_retry import (HTTPCallError, RetryPolicy, check_base_url, post_json,
+                                            redact)
 from orchestra_jax.tools.pricing import PriceSheet
 
 
@@ -180,6 +181,10 @@ class OpenAIChatClient:
                  client: Optional[httpx.AsyncClient] = None):
         self.config = config
         self.prices = prices
+        try:
+            check_base_url(config.base_url, f"expert {config.model!r}: base_url")
+        except ValueError as e:
+            raise ExpertError(str(e), model=config.model) from None
         self._api_key: Optional[str] = None
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)

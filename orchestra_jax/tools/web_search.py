@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import httpx
 
-from orchestra_jax.tools.http_retry import HTTPCallError, RetryPolicy, post_json, redact
+from orchestra_jax.tools.http_retry import (HTTPCallError, RetryPolicy, check_base_url, post_json,
+                                            redact)
 from orchestra_jax.tools.pricing import PriceSheet
 from orchestra_jax.tools.retrieval import Document
 
@@ -78,7 +79,7 @@ class TavilyClient:
         if search_depth not in ("basic", "advanced"):
             raise ValueError(f"search_depth must be 'basic' or 'advanced', got {search_depth!r}")
         self._key = key
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url, "Tavily base_url").rstrip("/")
         self.search_depth = search_depth
         self.max_results = max_results
         self.include_raw_content = include_raw_content
