@@ -137,6 +137,9 @@ def test_config_conversion_and_presets():
 def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="config.json"):
         load_hf_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text('{"vocab_size": 256,')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_hf_checkpoint(tmp_path)
     write_hf("qwen3_untied", tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["hidden_size"] = 32

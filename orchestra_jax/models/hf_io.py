@@ -212,7 +212,13 @@ def load_hf_config(path: str | os.PathLike, **overrides) -> ModelConfig:
     cfg_path = pathlib.Path(path) / "config.json"
     if not cfg_path.exists():
         raise CheckpointError(f"no config.json in {path}")
-    return ModelConfig.from_hf_config(json.loads(cfg_path.read_text()), **overrides)
+    try:
+        hf = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{cfg_path} must hold a JSON object, got {type(hf).__name__}")
+    return ModelConfig.from_hf_config(hf, **overrides)
 
 
 def load_hf_checkpoint(path: str | os.PathLike, mesh=None, dtype: Any = jnp.float32,
