@@ -219,3 +219,18 @@ def test_evaluate_accepts_domain_name_and_task_id(domains):
     actions, messages = _gold(task)
     assert evaluate_actions("retail", "0", actions, messages) == 1.0
     assert evaluate_actions("retail", "0", actions[:-1], messages) == 0.0
+
+
+def test_wrongly_shaped_inputs_are_clear_errors(domains):
+    task = domains["retail"].task("0")
+    for actions, msgs, needle in ((["get_order_details"], [], r"actions\[0\] must be a dict"),
+                                  ([{"arguments": {}}], [], r"actions\[0\] must be a dict"),
+                                  ("get_order_details", [], "actions must be a list"),
+                                  ([], None, "agent_messages must be a list"),
+                                  ([], "hello", "agent_messages must be a list")):
+        with pytest.raises(TypeError, match=needle):
+            evaluate_actions(domains["retail"], task, actions, msgs)
+    with pytest.raises(TypeError, match="task must be a tasks.json entry"):
+        evaluate_actions(domains["retail"], 0, [], [])
+    # a call the domain rejects is not an input error: it replays as a failed call (reward 0)
+    assert evaluate_actions(domains["retail"], task, [{"name": "nope", "arguments": [1]}], []) == 0.0

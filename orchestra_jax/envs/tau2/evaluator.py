@@ -197,8 +197,26 @@ def _resolve(domain: Union[Domain, str], task: Union[Mapping, str]) -> tuple[Dom
     return domain, task
 
 
+def _check_episode(task: Any, actions: Any, agent_messages: Any) -> None:
+    """Clear TypeErrors for wrongly shaped inputs (instead of AttributeErrors deep inside)."""
+    if not isinstance(task, Mapping):
+        raise TypeError(f"task must be a tasks.json entry (dict) or a task id, got "
+                        f"{type(task).__name__}")
+    if isinstance(actions, (str, bytes)) or not isinstance(actions, Sequence):
+        raise TypeError(f"actions must be a list of {{'name', 'arguments'}} dicts, got "
+                        f"{type(actions).__name__}")
+    for i, a in enumerate(actions):
+        if not isinstance(a, Mapping) or not isinstance(a.get("name"), str):
+            raise TypeError(f"actions[{i}] must be a dict with a string 'name' (and an "
+                            f"'arguments' dict), got {a!r:.120}")
+    if isinstance(agent_messages, (str, bytes)) or not isinstance(agent_messages, Sequence):
+        raise TypeError(f"agent_messages must be a list of strings, got "
+                        f"{type(agent_messages).__name__}")
+
+
 def _evaluate_core(domain: Domain, task: Mapping, actions: Sequence[Mapping],
                    agent_messages: Sequence[str], termination_reason: Optional[str]) -> RewardInfo:
+    _check_episode(task, actions, agent_messages)
     criteria = task.get("evaluation_criteria")
     if criteria is None:
         return RewardInfo(1.0, [], notes=["task has no evaluation criteria"])
