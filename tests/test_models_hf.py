@@ -72,8 +72,11 @@ def test_save_over_an_existing_checkpoint_replaces_it(tmp_path):
     config = presets["tiny"]
     old, new = (init_params(config, jax.random.key(k)) for k in (1, 2))
     assert len(save_hf_checkpoint(config, old, tmp_path, max_shard_bytes=40_000)) > 1
+    (tmp_path / "model_ema.safetensors").write_bytes(b"not ours")
     assert save_hf_checkpoint(config, new, tmp_path) == ["model.safetensors"]   # now one file
-    assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors",
+                                                               "model_ema.safetensors"]
+    (tmp_path / "model_ema.safetensors").unlink()
     _, back = load_hf_checkpoint(tmp_path, compute_dtype=jnp.float32)
     jax.tree.map(np.testing.assert_array_equal, back, new)
     save_hf_checkpoint(config, old, tmp_path, max_shard_bytes=40_000)            # and back

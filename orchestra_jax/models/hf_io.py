@@ -26,6 +26,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import struct
 from typing import Any, Callable, Optional
 
@@ -44,6 +45,10 @@ _ST_TO_NP = {
     "BOOL": np.bool_,
 }
 _NP_TO_ST = {np.dtype(v): k for k, v in _ST_TO_NP.items()}
+
+
+# the weight files save_hf_checkpoint (and transformers' save_pretrained) writes
+_HF_WEIGHT_FILE = re.compile(r"model\.safetensors|model-\d{5}-of-\d{5}\.safetensors")
 
 
 class CheckpointError(ValueError):
@@ -345,8 +350,8 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike
     if is_writer:
         # weight files of an earlier save into the same directory would shadow or mix with
         # these (a stale index wins over model.safetensors when loading): remove them
-        for stale in path.glob("model*.safetensors*"):
-            if stale.name not in fnames and stale.name != "model.safetensors.index.json":
+        for stale in path.iterdir():
+            if stale.name not in fnames and _HF_WEIGHT_FILE.fullmatch(stale.name):
                 stale.unlink()
         index_path = path / "model.safetensors.index.json"
         if n > 1:
