@@ -369,8 +369,12 @@ class QAToolkit:
         backend, search_usd, docs = self.config.search_backend, 0.0, []
         query_tokens = 0
         if backend in ("local", "local_then_web"):
+            counter = self.count_tokens or self.index.count_tokens
+
+            def search_and_count() -> tuple[list[Document], int]:   # both off the event loop
+                return self.index.search(query, k), int(counter(query))
             try:
-                docs = await asyncio.to_thread(self.index.search, query, k)
+                docs, query_tokens = await asyncio.to_thread(search_and_count)
             except Exception as e:  # noqa: BLE001 - keep the expert's (already spent) cost
                 err = f"local search failed: {type(e).__name__}: {e}"
                 return ToolResult(observation=f"Error: {err}", ok=False, error=err,
@@ -378,8 +382,6 @@ class QAToolkit:
                                   extra={"query": query, "query_source": source,
                                          "cost_breakdown": {"llm_usd": llm_usd, "search_usd": 0.0,
                                                             "sandbox_usd": 0.0}})
-            counter = self.count_tokens or self.index.count_tokens
-            query_tokens = int(counter(query))
             search_usd += self.prices.cost_of_local_search(query_tokens)
             good = [d for d in docs if d.score >= self.config.min_local_score]
             if backend == "local_then_web" and len(good) < self.config.min_local_docs:

@@ -178,8 +178,13 @@ class LocalSearchIndex:
         return self._embedder
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` under the embedding model's tokenizer (used to price local search)."""
-        return len(self.embedder.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Tokens of ``text`` under the embedding model's tokenizer (used to price local search).
+
+        Takes the index lock: a fast tokenizer used from two threads at once (here and inside a
+        concurrent ``search``) can fail with "Already borrowed"."""
+        emb = self.embedder
+        with self._lock:
+            return len(emb.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def search(self, query: str, k: int = 5) -> list["Document"]:
         """The top-``k`` documents for ``query``, best first."""
