@@ -66,6 +66,19 @@ def test_reason_then_answer_correct_with_real_sandbox(world):
     tok = world[0]
     s, _ = traj.turns[1].prompt_span
     assert "42" in tok.decode(traj.tokens[s:traj.turns[1].response_span[0]])
+    # cost by hand from the recorded counts, paper prices typed here ($ per 1M tokens):
+    # policy Qwen3-8B 0.2/0.2; reasoner-2 = gpt-5-mini 0.25/2.0 + sandbox $8.3e-6/s;
+    # answer-4 = Qwen3-32B 0.8/0.8
+    (reason,), (answer,) = traj.turns[0].tool_results, traj.turns[1].tool_results
+    (r_use,) = reason["usage"].values()
+    (a_use,) = answer["usage"].values()
+    assert list(reason["usage"]) == ["gpt-5-mini"] and list(answer["usage"]) == ["Qwen/Qwen3-32B"]
+    hand = sum((t.prompt_tokens + t.completion_tokens) * 0.2 for t in traj.turns) / 1e6
+    hand += (r_use["prompt_tokens"] * 0.25 + r_use["completion_tokens"] * 2.0) / 1e6
+    hand += reason["extra"]["sandbox_seconds"] * 8.3e-6
+    hand += (a_use["prompt_tokens"] + a_use["completion_tokens"]) * 0.8 / 1e6
+    assert r_use["prompt_tokens"] > 0 and a_use["completion_tokens"] > 0
+    assert traj.cost_usd == pytest.approx(hand, rel=1e-9)
 
 
 def test_context_limit_stops_the_episode(world):
