@@ -90,3 +90,17 @@ def test_apply_filters_vmap_over_steps():
     np.testing.assert_array_equal(np.asarray(res.counts["turns_kept"]), [3, 3, 3])
     keep = jax.vmap(homogeneity_filter)(stack(rewards))
     np.testing.assert_array_equal(np.asarray(keep), [[True, False]] * 3)
+
+
+def test_invalid_output_drops_well_formatted_turns_of_a_kept_group():
+    # Every turn is well formatted and the group is heterogeneous: only the invalid-output filter
+    # can drop trajectory 1 (in _case() it is also format-broken, which would hide a missing filter).
+    rewards = jnp.asarray([[1.0, 0.0, 0.5]])
+    fmt = jnp.ones((1, 3, 2), bool)
+    valid = jnp.asarray([[True, False, True]])
+    res = apply_filters(rewards, fmt, valid)
+    np.testing.assert_array_equal(np.asarray(res.turn_keep)[0],
+                                  [[True, True], [False, False], [True, True]])
+    np.testing.assert_array_equal(np.asarray(res.traj_keep), [[True, False, True]])
+    assert int(res.counts["trajectories_invalid_output"]) == 1
+    assert int(res.counts["turns_kept"]) == 4

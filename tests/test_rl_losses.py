@@ -178,3 +178,25 @@ def test_bad_config_and_inputs_raise():
         PPOLossConfig(loss_agg="sum")
     with pytest.raises(ValueError, match="clip_low"):
         PPOLossConfig(clip_low=1.5)
+
+
+def test_asymmetric_clip_boundaries():
+    # ratio 1.25 lies between 1 + eps_low and 1 + eps_high: NOT clipped for A > 0 (clip-higher),
+    # ratio 0.75 < 1 - eps_low: clipped for A < 0, ratio 0.85 is not.
+    ratios = [1.25, 0.75, 0.85, 1.25]
+    advs = [1.0, -1.0, -1.0, -1.0]
+    logp = jnp.log(jnp.asarray([ratios]))
+    old, mask = jnp.zeros_like(logp), jnp.ones_like(logp, dtype=bool)
+    loss, diag = ppo_loss(logp, old, jnp.asarray([advs]), mask, cfg=NO_KL)
+    per_token = [-1.25, 0.8, 0.85, 1.25]
+    np.testing.assert_allclose(float(loss), sum(per_token) / 4, rtol=1e-6)
+    assert float(diag["pg_clipfrac_high"]) == 0.0
+    np.testing.assert_allclose(float(diag["pg_clipfrac_low"]), 0.25)
+    grad = jax.grad(lambda lp: ppo_loss(lp, old, jnp.asarray([advs]), mask, cfg=NO_KL)[0])(logp)
+    np.testing.assert_allclose(np.asarray(grad)[0], np.array([-1.25, 0.0, 0.85, 1.25]) / 4,
+                               rtol=1e-5, atol=1e-7)
+    # symmetric 0.2 clips the first token at 1.2 (gradient 0)
+    loss_s, diag_s = ppo_loss(logp, old, jnp.asarray([advs]), mask,
+                              cfg=PPOLossConfig(kl_coef=0.0, clip_high=0.2))
+    np.testing.assert_allclose(float(loss_s), (sum(per_token) + 0.05) / 4, rtol=1e-6)
+    np.testing.assert_allclose(float(diag_s["pg_clipfrac_high"]), 0.25)

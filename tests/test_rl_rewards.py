@@ -97,6 +97,10 @@ def test_batched_and_ragged_match_per_group():
                                       pref[1]), rtol=1e-6)
     assert (rag[~mask] == 0).all()
     assert (rag[3] == 0).all()                        # single valid trajectory -> 0
+    feats = np.asarray(normalised_features(counts2[1], correct[1], cost2[1], lat2[1], mask[1]))
+    np.testing.assert_array_equal(feats[3:], 0.0)     # padded rows carry no features
+    np.testing.assert_allclose(feats[:3], normalised_features(counts[1, :3], correct[1, :3],
+                                                              cost[1, :3], lat[1, :3]), rtol=1e-6)
     np.testing.assert_allclose(rag[0], out[0], rtol=1e-6)
     with pytest.raises(ValueError, match="mask"):
         ragged_preference_reward(counts, correct, cost, lat, pref, None)
