@@ -25,7 +25,10 @@ class TurnRecord:
     prompt_span / response_span: ``[start, end)`` token ranges in the trajectory (the prompt span
       is the env segment right before this turn's generation).
     text: decoded policy output (for reading; training uses the token ids).
-    calls: parsed valid calls ``{"name", "arguments"}``; observations: what was appended after.
+    calls: parsed valid calls ``{"name", "arguments"}``; observations: the env's message texts
+      after this turn, as the env produced them (the token stream holds them after control-token
+      neutralising and ``max_observation_tokens`` truncation; nothing is appended after the
+      episode's last turn).
     format_ok / errors: parser verdict; tool_results: ``ToolResult.to_json()`` per executed call.
     gen_latency_s: the engine's generation time; tool_latency_s: wall-clock of the turn's tool
     execution (the release's latency); cost_usd: tools + the policy's own tokens for this turn.
