@@ -136,6 +136,8 @@ def test_bad_arguments_raise_clear_errors():
         run_python(b"print(1)")  # type: ignore[arg-type]
     with pytest.raises(sandbox.SandboxError, match="cannot inspect interpreter"):
         run_python("print(1)", python="/nonexistent/python3")
+    with pytest.raises(sandbox.SandboxError, match="not a Python interpreter"):
+        run_python("print(1)", python="/bin/echo")   # runs, but prints no probe JSON
 
 
 def test_refuses_to_run_unisolated_without_bwrap(monkeypatch, tmp_path):

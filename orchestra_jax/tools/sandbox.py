@@ -219,9 +219,13 @@ def _python_layout(python: str) -> _PythonLayout:
                              stdin=subprocess.DEVNULL, check=True, text=True).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise SandboxError(f"cannot inspect interpreter {python!r}: {e}") from e
-    info = json.loads(out)
-    base = os.path.realpath(info["base_prefix"])
-    exe = info["exe"]
+    try:
+        info = json.loads(out)
+        base, exe = os.path.realpath(info["base_prefix"]), str(info["exe"])
+        sites = [str(d) for d in info["site"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SandboxError(f"cannot inspect interpreter {python!r}: it is not a Python "
+                           f"interpreter (probe printed {out[:120]!r})") from e
     binds: list[tuple[str, str]] = []
     env: list[tuple[str, str]] = []
     if _is_system(exe) and _is_system(base):
@@ -234,7 +238,7 @@ def _python_layout(python: str) -> _PythonLayout:
         env.append(("LD_LIBRARY_PATH", _INNER_PREFIX + "/lib"))   # pyenv builds use an absolute RUNPATH
     inner_site: list[str] = []
     seen: set[str] = set()
-    for d in info["site"]:
+    for d in sites:
         real = os.path.realpath(d)
         if real in seen or not os.path.isdir(real) or _is_system(real) or real.startswith(base + "/"):
             continue
