@@ -228,10 +228,10 @@ def _alive(pid: int) -> bool:
 
 
 def shm_inodes(pids: list[int]) -> set[int]:
-    """Inodes of the ``/dev/shm`` files mapped by ``pids`` (reads ``/proc/<pid>/maps``).
+    """Inodes of the POSIX semaphores (``/dev/shm/sem.*``) mapped by ``pids`` (``/proc/<pid>/maps``).
 
-    A named POSIX semaphore (Python multiprocessing's ``sem.mp-*``) is mapped under the temp name
-    glibc created it with, so only its inode identifies it.
+    A named semaphore (Python multiprocessing's ``sem.mp-*``) is mapped under the temp name glibc
+    created it with (``sem.XXXXXX``, since deleted), so only its inode identifies it.
     """
     out: set[int] = set()
     for pid in pids:
@@ -239,7 +239,7 @@ def shm_inodes(pids: list[int]) -> set[int]:
             with open(f"/proc/{pid}/maps") as f:
                 for line in f:
                     fields = line.split()
-                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/sem."):
                         out.add(int(fields[4]))
         except (OSError, ValueError):
             continue

@@ -130,7 +130,7 @@ def _cleanup_for_dead_launcher() -> None:
             with open(f"/proc/{entry}/maps") as f:
                 for line in f:
                     fields = line.split()
-                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+                    if len(fields) >= 6 and fields[5].startswith("/dev/shm/sem."):
                         inodes.add(int(fields[4]))
         except (OSError, ValueError):
             continue
