@@ -231,7 +231,7 @@ def shm_inodes(pids: list[int]) -> set[int]:
     """Inodes of the POSIX semaphores (``/dev/shm/sem.*``) mapped by ``pids`` (``/proc/<pid>/maps``).
 
     A named semaphore (Python multiprocessing's ``sem.mp-*``) is mapped under the temp name glibc
-    created it with (``sem.XXXXXX``, since deleted), so only its inode identifies it.
+    created it with (``sem.<6 random chars>``, since deleted), so only its inode identifies it.
     """
     out: set[int] = set()
     for pid in pids:
