@@ -11,7 +11,7 @@ from absl import app
 from ml_collections import config_flags
 
 from orchestra_jax.tools.llm_client import ExpertConfig, OpenAIChatClient, build_expert_clients
-from orchestra_jax.tools.meta_tools import (ANSWER_PROMPT_BOXED, ANSWER_PROMPT_TAGS, answer_style,
+from orchestra_jax.tools.expert_prompts import (ANSWER_PROMPT_BOXED, ANSWER_PROMPT_TAGS, answer_style,
                                             extract_answer)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/describe_models.py")
