@@ -9,11 +9,13 @@ Public API::
 from orchestra_jax.models.config import REMAT_POLICIES, ModelConfig, presets
 from orchestra_jax.models.hf_io import CheckpointError, load_hf_checkpoint, save_hf_checkpoint
 from orchestra_jax.models.qwen3 import (abstract_params, apply, forward, init_cache, init_params,
+                                        output_embedding,
                                         param_logical_axes, param_shardings_for, shard_params)
 
 __all__ = [
     "ModelConfig", "presets", "REMAT_POLICIES", "init_params", "forward", "apply", "init_cache",
     "abstract_params", "param_logical_axes", "param_shardings_for", "shard_params",
+    "output_embedding",
     "load_hf_checkpoint", "save_hf_checkpoint", "CheckpointError", "generate", "SampleOutput",
 ]
 

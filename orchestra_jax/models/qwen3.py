@@ -193,7 +193,8 @@ class Qwen3(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, positions, segment_ids=None, cache: Optional[Cache] = None,
-                 cache_index=None, kv_mask=None, last_only: bool = False):
+                 cache_index=None, kv_mask=None, last_only: bool = False,
+                 return_hidden: bool = False):
         c = self.config
         dt, pdt = c.dtype, c.param_dtype
         emb = _param(self, "embed", (c.vocab_size, c.hidden_size), ("vocab", "embed"), pdt)
@@ -230,6 +231,10 @@ class Qwen3(nn.Module):
         if last_only:  # prefill only needs the next-token logits: skip the [B, L, V] projection
             x = x[:, -1:]
         x = RMSNorm(c.rms_norm_eps, dt, pdt, name="final_norm")(x)
+        if return_hidden:  # the caller projects to the vocabulary itself (chunked log-probs)
+            if not c.tie_word_embeddings:  # create the head param so init sees it
+                _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"), pdt)
+            return constrain(x, _ACT), new_cache
         if c.tie_word_embeddings:
             logits = jnp.einsum("bld,vd->blv", x, emb.astype(dt),
                                 preferred_element_type=jnp.float32)
@@ -336,8 +341,11 @@ def shard_params(config: ModelConfig, params: Params, mesh) -> Params:
 def apply(config: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
           segment_ids: Optional[jax.Array] = None, cache: Optional[Cache] = None,
           cache_index: Optional[jax.Array] = None, kv_mask: Optional[jax.Array] = None,
-          last_only: bool = False):
+          last_only: bool = False, return_hidden: bool = False):
     """Low-level call: returns ``(logits [B, L, V] float32, new_cache or None)``.
+
+    ``return_hidden=True`` returns the final-norm hidden states ``[B, L, D]`` (compute dtype)
+    instead of logits; :func:`output_embedding` gives the ``[D, V]`` matrix that projects them.
 
     ``last_only=True`` returns logits for the last position only (``[B, 1, V]``): a prefill
     then never materialises the full-vocabulary logits of the whole prompt.
@@ -347,7 +355,14 @@ def apply(config: ModelConfig, params: Params, tokens: jax.Array, positions: jax
     cache see the module docstring.
     """
     return Qwen3(config).apply({"params": params}, tokens, positions, segment_ids, cache,
-                               cache_index, kv_mask, last_only)
+                               cache_index, kv_mask, last_only, return_hidden)
+
+
+def output_embedding(config: ModelConfig, params: Params) -> jax.Array:
+    """The ``[D, V]`` output projection in ``param_dtype`` (``embed.T`` when tied)."""
+    if config.tie_word_embeddings:
+        return params["embed"].T
+    return params["lm_head"]
 
 
 @functools.partial(jax.jit, static_argnums=0)
