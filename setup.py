@@ -28,6 +28,7 @@ CORE = [
     "tqdm>=4.66",
     "scipy>=1.13",   # sandbox: numeric code must import inside the Python sandbox
     "sympy>=1.13",
+    "matplotlib>=3.8,<4",   # eval: the paper's figures (experiments/make_tables.py)
 ]
 
 setup(
