@@ -29,6 +29,13 @@ CORE = [
     "scipy>=1.13",   # sandbox: numeric code must import inside the Python sandbox
     "sympy>=1.13",
     "matplotlib>=3.8,<4",   # eval: the paper's figures (experiments/make_tables.py)
+    # data: TFDS builders without TensorFlow (array_record files, read with tfds.data_source,
+    # iterated with grain); tfds needs importlib_resources but does not declare it.
+    "tensorflow-datasets>=4.9.10,<5",
+    "array_record>=0.8.6,<0.9",
+    "grain>=0.2.18,<0.3",
+    "importlib_resources>=6",
+    "pyarrow>=14",   # HLE / GeneralThought parquet files from manual_dir
 ]
 
 setup(
