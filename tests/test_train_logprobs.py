@@ -9,7 +9,7 @@ import pytest
 from orchestra_jax.models import apply, forward, init_params, presets
 from orchestra_jax.train.logprobs import hidden_logprobs, token_logprobs
 
-TINY = presets["tiny"]
+TINY = presets["tiny"].replace(num_layers=1)  # one layer: half the compile time, same paths
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,6 +22,7 @@ def _setup(tied: bool):
     return cfg, params, tokens, targets
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _full(cfg, params, tokens, targets, positions=None, segment_ids=None):
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -31,29 +32,29 @@ def _full(cfg, params, tokens, targets, positions=None, segment_ids=None):
     return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], ent
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-@pytest.mark.parametrize("chunk", [4, 5, 13, 512])  # ragged (13 = 3*4+1), exact, bigger than L
+# ragged (13 = 3*4+1), one chunk, chunk bigger than L
+@pytest.mark.parametrize("tied,chunk", [(False, 4), (True, 5), (False, 13), (True, 512)])
 def test_equals_full_log_softmax(tied, chunk):
     cfg, params, tokens, targets = _setup(tied)
     f = jax.jit(functools.partial(token_logprobs, cfg, chunk_size=chunk, return_entropy=True))
     lp, ent = f(params, tokens, targets)
     assert lp.shape == ent.shape == tokens.shape and lp.dtype == ent.dtype == jnp.float32
     ref_lp, ref_ent = _full(cfg, params, tokens, targets)
-    # also against the public forward() (independent of apply's arguments)
-    ref2 = jnp.take_along_axis(jax.nn.log_softmax(forward(cfg, params, tokens), -1),
-                               targets[..., None], -1)[..., 0]
     np.testing.assert_allclose(lp, ref_lp, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(lp, ref2, atol=1e-5, rtol=0)
     np.testing.assert_allclose(ent, ref_ent, atol=1e-5, rtol=0)
     assert float(jnp.min(ent)) > 0.0  # a real distribution, not a constant
-    lp_only = jax.jit(functools.partial(token_logprobs, cfg, chunk_size=chunk))(
-        params, tokens, targets)
-    np.testing.assert_array_equal(lp_only, lp)
+    if chunk == 4:  # the log-prob-only path, and the public forward() as a second reference
+        lp_only = jax.jit(functools.partial(token_logprobs, cfg, chunk_size=chunk))(
+            params, tokens, targets)
+        np.testing.assert_allclose(lp_only, lp, atol=1e-6, rtol=0)
+        ref2 = jnp.take_along_axis(jax.nn.log_softmax(forward(cfg, params, tokens), -1),
+                                   targets[..., None], -1)[..., 0]
+        np.testing.assert_allclose(lp, ref2, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_gradients_equal_full_logits(tied):
-    cfg, params, tokens, targets = _setup(tied)
+def test_gradients_equal_full_logits():
+    # tied: the embedding's gradient gets both the input-lookup and the chunked-head paths
+    cfg, params, tokens, targets = _setup(True)
     w = jnp.linspace(0.5, 1.5, tokens.size).reshape(tokens.shape)
 
     def chunked(p):
@@ -87,15 +88,17 @@ def test_packed_segments_equal_each_sample_alone():
     pos = jnp.asarray([list(range(7)) + list(range(6)) + [0, 1, 2]], jnp.int32)
     f = jax.jit(functools.partial(token_logprobs, cfg, chunk_size=5, return_entropy=True))
     lp, ent = f(params, tokens, targets, positions=pos, segment_ids=seg)
+    # "alone" = the sample at the start of its own row (right padding cannot affect it: causal)
+    leaky, _ = f(params, tokens, targets, positions=pos)
     for s, (x, t), sl in ((1, (a, ta), slice(0, 7)), (2, (b, tb), slice(7, 13))):
-        alone, ent_alone = f(params, jnp.asarray(x[None], jnp.int32),
-                             jnp.asarray(t[None], jnp.int32))
-        np.testing.assert_allclose(lp[0, sl], alone[0], atol=1e-5, rtol=0, err_msg=f"seg {s}")
-        np.testing.assert_allclose(ent[0, sl], ent_alone[0], atol=1e-5, rtol=0)
-    # without segment ids sample b would see sample a: the check above can fail
-    leaky = f(params, tokens, targets, positions=pos)[0]
-    alone_b = f(params, jnp.asarray(b[None], jnp.int32), jnp.asarray(tb[None], jnp.int32))[0]
-    assert float(jnp.max(jnp.abs(leaky[0, 7:13] - alone_b[0]))) > 1e-3
+        row = np.zeros((2, 16), np.int32)
+        row[0, :len(x)], row[1, :len(t)] = x, t
+        alone, ent_alone = f(params, jnp.asarray(row[:1]), jnp.asarray(row[1:]))
+        n = len(x)
+        np.testing.assert_allclose(lp[0, sl], alone[0, :n], atol=1e-5, rtol=0, err_msg=f"seg {s}")
+        np.testing.assert_allclose(ent[0, sl], ent_alone[0, :n], atol=1e-5, rtol=0)
+    # without segment ids sample b sees sample a: the check above can fail
+    assert float(jnp.max(jnp.abs(leaky[0, 7:13] - alone[0, :6]))) > 1e-3
 
 
 def test_never_materialises_full_logits():
@@ -114,12 +117,9 @@ def test_never_materialises_full_logits():
     assert f"tensor<2x64x{v}xf32>" in full_text  # the check can see a full-logits program
 
 
-def test_hidden_logprobs_matches_and_validates():
+def test_bad_inputs_are_clear_errors():
     cfg, params, tokens, targets = _setup(False)
-    pos = jnp.broadcast_to(jnp.arange(13), tokens.shape)
-    hidden, _ = apply(cfg, params, tokens, pos, return_hidden=True)
-    lp = hidden_logprobs(cfg, params, hidden, targets, chunk_size=3)
-    np.testing.assert_allclose(lp, _full(cfg, params, tokens, targets)[0], atol=1e-5, rtol=0)
+    hidden = jnp.zeros(tokens.shape + (cfg.hidden_size,), jnp.float32)
     with pytest.raises(ValueError, match="chunk_size"):
         hidden_logprobs(cfg, params, hidden, targets, chunk_size=0)
     with pytest.raises(ValueError, match="targets shape"):
@@ -132,3 +132,35 @@ def test_hidden_logprobs_matches_and_validates():
         token_logprobs(cfg, params, tokens[0], targets[0])
     with pytest.raises(ValueError, match="segment_ids shape"):
         token_logprobs(cfg, params, tokens, targets, segment_ids=tokens[:, :3])
+
+
+def test_rollout_scorers_use_chunked_logprobs():
+    """rollout/logprob_check.recompute_logprobs and scripted_engine.score_tokens (KV-cache chunks,
+    prefix reuse) equal the full log-softmax of one forward over prompt + completion."""
+    from orchestra_jax.rollout.logprob_check import recompute_logprobs
+    from orchestra_jax.rollout.scripted_engine import _PrefixCache, score_tokens
+
+    cfg, params, _, _ = _setup(False)
+    rng = np.random.default_rng(2)
+    prompts = [list(rng.integers(0, 256, n)) for n in (5, 9, 3)]
+    comps = [list(rng.integers(0, 256, n)) for n in (4, 2, 7)]
+    got = recompute_logprobs(cfg, params, prompts, comps)
+
+    def ref(p, c):  # one full-logits forward over the sequence, right-padded to 16 tokens
+        seq = np.zeros((1, 17), np.int32)
+        seq[0, :len(p) + len(c)] = p + c
+        lp = _full(cfg, params, jnp.asarray(seq[:, :-1]), jnp.asarray(seq[:, 1:]))[0]
+        return lp[0, len(p) - 1:len(p) - 1 + len(c)]
+
+    pc = _PrefixCache()
+    for p, c, g in zip(prompts, comps, got):
+        np.testing.assert_allclose(g, ref(p, c), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(score_tokens(cfg, params, p, c, chunk=4), ref(p, c),
+                                   atol=1e-5)
+    # an extension of the previous sequence reuses the cached prefix and still agrees
+    p, c = prompts[1], comps[1]
+    score_tokens(cfg, params, p, c, chunk=4, prefix_cache=pc)
+    p2 = p + c + [7]  # 15 tokens with the completion: the same 16-slot program
+    np.testing.assert_allclose(score_tokens(cfg, params, p2, [1, 2, 3], chunk=4, prefix_cache=pc),
+                               ref(p2, [1, 2, 3]), atol=1e-5)
+    assert pc.valid > 0

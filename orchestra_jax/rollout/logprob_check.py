@@ -1,6 +1,8 @@
-"""Rollout-vs-trainer log-prob mismatch: recompute the engine's per-token log-probs with ``forward``.
+"""Rollout-vs-trainer log-prob mismatch: recompute the engine's per-token log-probs like the trainer.
 
-The trainer scores a trajectory with one causal ``forward`` over prompt + completion; the rollout
+The trainer scores a trajectory with one causal pass over prompt + completion, projected to the
+vocabulary in chunks (:func:`orchestra_jax.models.logprobs.token_logprobs`, the same function
+``train/`` uses, so no ``[B, L, V]`` logits); the rollout
 engine (SGLang, the local KV-cache sampler) reports ``logprobs[i] = log p(token_i | prefix)`` while
 decoding. :func:`logprob_gap` measures how far the two disagree (mean/max |Δ| in nats), the metric
 the RL loop logs to watch the rollout–trainer mismatch (and to size truncated importance sampling).
@@ -19,17 +21,28 @@ def _bucket(n: int, minimum: int = 16) -> int:
     return max(minimum, 1 << (max(1, n) - 1).bit_length())
 
 
+_SCORE = None
+
+
+def _score(config, params, tokens, targets):
+    global _SCORE
+    if _SCORE is None:  # jax imports lazily (this module is imported by light-weight callers)
+        import jax
+
+        from orchestra_jax.models.logprobs import token_logprobs
+        _SCORE = jax.jit(token_logprobs, static_argnums=0)
+    return _SCORE(config, params, tokens, targets)
+
+
 def recompute_logprobs(config: Any, params: Any, prompts: Sequence[Sequence[int]],
                        completions: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """log p(completion[i] | prompt + completion[:i]) from one batched causal ``forward``.
+    """log p(completion[i] | prompt + completion[:i]) from one batched causal pass
+    (:func:`~orchestra_jax.models.logprobs.token_logprobs`, chunked over the length).
 
     Sequences are right-padded to a power-of-two length and batch (fewer recompiles); causal
     attention makes the padding irrelevant. Returns one float32 array per sequence (nats).
     """
-    import jax
     import jax.numpy as jnp
-
-    from orchestra_jax.models import forward
 
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -38,15 +51,15 @@ def recompute_logprobs(config: Any, params: Any, prompts: Sequence[Sequence[int]
         return []
     length = _bucket(max(len(s) for s in seqs))
     batch = _bucket(len(seqs), minimum=1)
-    tokens = np.zeros((batch, length), np.int32)
+    tokens = np.zeros((batch, length + 1), np.int32)
     for i, s in enumerate(seqs):
         tokens[i, :len(s)] = s
-    logits = forward(config, params, jnp.asarray(tokens))
-    logp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1))
+    # position t predicts token t+1
+    logp = np.asarray(_score(config, params, jnp.asarray(tokens[:, :-1]),
+                             jnp.asarray(tokens[:, 1:])))
     out = []
     for i, (p, c) in enumerate(zip(prompts, completions)):
-        pos = np.arange(len(p) - 1, len(p) - 1 + len(c))  # logits at t predict token t+1
-        out.append(logp[i, pos, np.asarray(c, np.int64)].astype(np.float32))
+        out.append(logp[i, len(p) - 1:len(p) - 1 + len(c)].astype(np.float32))
     return out
 
 

@@ -5,8 +5,9 @@ drive the tool paths deterministically (search -> enhance_reasoning -> answer) u
 it implements the :class:`~orchestra_jax.rollout.engine.Engine` protocol by emitting, per call,
 the next entry of a script (token ids, or text encoded with the tokenizer) — and it computes
 the log-probabilities of those tokens with the REAL model's forward pass (:func:`score_tokens`:
-the causal forward run chunk by chunk through the KV cache, so a 5k-token prompt never
-materialises [L, vocab] logits at once), so the trajectory records it
+the causal forward run chunk by chunk through the KV cache, each chunk's hidden states projected
+to the vocabulary by the trainer's chunked :func:`~orchestra_jax.models.logprobs.hidden_logprobs`,
+so a 5k-token prompt never materialises [L, vocab] logits at once), so the trajectory records it
 produces (tokens, mask, log-probs) are exactly what a policy with those params would be scored
 with. It does not sample; never use it for training data.
 
@@ -29,10 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from orchestra_jax.models import apply, init_cache
+from orchestra_jax.models.logprobs import hidden_logprobs
 from orchestra_jax.rollout.engine import GenerateOutput, SamplingParams
 
 ScriptEntry = Union[str, Sequence[int]]
 Script = Union[Sequence[ScriptEntry], Callable[[list[int], int], ScriptEntry]]
+
+
+_VOCAB_CHUNK = 64  # tokens per vocabulary projection inside a scoring chunk ([1, 64, V] f32)
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(2,))
@@ -40,10 +45,9 @@ def _score_chunk(config, params, cache, tokens, targets, start, kv_mask):
     """log p(targets[i] | seq[:start+i+1]) for one chunk, and the updated cache."""
     c = tokens.shape[1]
     positions = (start + jnp.arange(c, dtype=jnp.int32))[None, :]
-    logits, cache = apply(config, params, tokens, positions, cache=cache, cache_index=start,
-                          kv_mask=kv_mask)
-    logp = jax.nn.log_softmax(logits[0].astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, targets[0][:, None], axis=-1)[:, 0], cache
+    hidden, cache = apply(config, params, tokens, positions, cache=cache, cache_index=start,
+                          kv_mask=kv_mask, return_hidden=True)
+    return hidden_logprobs(config, params, hidden, targets, chunk_size=_VOCAB_CHUNK)[0], cache
 
 
 class _PrefixCache:
