@@ -9,8 +9,11 @@ user-side ``user_db.toml``/``user_db.json``. The ToolScale environments
 ``$ORCHESTRA_TAU2_DATA/domains/<name>``, ``$ORCHESTRA_TOOLSCALE_DATA/<name>``, and then the
 repository's sibling ``shared/data/{tau2/domains,toolscale_envs}/<name>``; any existing
 directory path is used as is. The domain's tools are chosen by its *name* (the directory's
-basename): ``airline``, ``retail`` and ``mock`` have implementations; other domains load with an
-empty :class:`ToolSet` and ``tools_note`` saying why (:meth:`Domain.require_tools` raises it).
+basename): ``airline``, ``retail``, ``telecom`` (with user-side device tools, user DB and env
+sync: dual control) and ``mock`` have implementations; a directory with a
+``tools.json`` tool spec (synthesized ToolScale domains, see ``spec_tools``) gets executable
+tools from it; other domains load with an empty :class:`ToolSet` and ``tools_note`` saying why
+(:meth:`Domain.require_tools` raises it).
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ class DomainError(FileNotFoundError):
 
 def _airline() -> ToolSet:
     from orchestra_jax.envs.tau2.airline import airline_tools
-    return ToolSet(airline_tools())
+    return ToolSet(airline_tools(), strict_schema=False)   # raw arguments, as tau2
 
 
 def _retail() -> ToolSet:
     from orchestra_jax.envs.tau2.retail import retail_tools
-    return ToolSet(retail_tools())
+    return ToolSet(retail_tools(), strict_schema=False)
 
 
 def _mock() -> ToolSet:
@@ -50,8 +53,38 @@ def _mock() -> ToolSet:
     return mock_toolset()
 
 
+def _telecom() -> ToolSet:
+    from orchestra_jax.envs.tau2.telecom import telecom_toolset
+    return telecom_toolset()
+
+
 _TOOL_FACTORIES: dict[str, Callable[[], ToolSet]] = {
-    "airline": _airline, "retail": _retail, "mock": _mock}
+    "airline": _airline, "retail": _retail, "mock": _mock, "telecom": _telecom}
+
+# Bare names that load another domain's directory with a policy variant (tau2's registry names).
+_ALIASES = {"telecom-workflow": ("telecom", "workflow")}
+
+
+def _setup_telecom(domain: "Domain", policy_type: str) -> None:
+    """Dual control: user (device) tools, the full user DB, env sync and the composed policy
+    ``<main_policy>…</main_policy>`` + ``<tech_support_policy>`` (manual or workflow), as tau2."""
+    from orchestra_jax.envs.tau2.telecom import normalise_telecom_db, telecom_sync
+    from orchestra_jax.envs.tau2.telecom_user import normalise_user_db, telecom_user_toolset
+    domain.db = normalise_telecom_db(domain.db)
+    domain.user_db = normalise_user_db(domain.user_db)
+    domain.user_tools = telecom_user_toolset()
+    domain.sync = telecom_sync
+    files = {"manual": "tech_support_manual.md", "workflow": "tech_support_workflow.md"}
+    if policy_type not in files:
+        raise DomainError(f"telecom policy_type must be one of {sorted(files)}, got "
+                          f"{policy_type!r}")
+    support = domain.path / files[policy_type]
+    if support.is_file():
+        domain.policy = (f"<main_policy>\n{domain.policy}\n</main_policy>\n<tech_support_policy>"
+                         f"\n{support.read_text(encoding='utf-8')}\n</tech_support_policy>")
+
+
+_DOMAIN_SETUP: dict[str, Callable[["Domain", str], None]] = {"telecom": _setup_telecom}
 
 
 def register_tools(domain_name: str, factory: Callable[[], ToolSet]) -> None:
@@ -77,6 +110,8 @@ class Domain:
     user_db: Optional[dict] = None
     split: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     tools_note: str = ""
+    # tau2 Environment.sync_tools: fn(db, user_db) run after every tool call (telecom)
+    sync: Optional[Callable[[dict, Optional[dict]], None]] = None
     _db_blob: bytes = dataclasses.field(default=b"", repr=False)
 
     def fresh_db(self) -> dict:
@@ -84,6 +119,15 @@ class Domain:
         if not self._db_blob:
             self._db_blob = pickle.dumps(self.db, protocol=pickle.HIGHEST_PROTOCOL)
         return pickle.loads(self._db_blob)
+
+    def fresh_user_db(self) -> Optional[dict]:
+        """An independent copy of the initial user-side DB (``None`` without one)."""
+        return None if self.user_db is None else pickle.loads(pickle.dumps(self.user_db))
+
+    def sync_state(self, db: dict, user_db: Optional[dict]) -> None:
+        """Run the domain's env sync (no-op for domains without one)."""
+        if self.sync is not None:
+            self.sync(db, user_db)
 
     def require_tools(self) -> ToolSet:
         """The domain's tools, or a clear :class:`DomainError` when none are implemented."""
@@ -132,6 +176,7 @@ def _resolve(path_or_name: Union[str, os.PathLike]) -> pathlib.Path:
     if p.exists():
         raise DomainError(f"{p} is a file; expected a domain directory (db.json/db.toml, policy.md)")
     name = str(path_or_name)
+    name = _ALIASES.get(name, (name,))[0]
     if os.sep not in name and "/" not in name:
         roots = default_data_roots()
         for root in roots:
@@ -169,13 +214,18 @@ def _read_json(path: pathlib.Path, default: Any) -> Any:
 
 
 def load_domain(path_or_name: Union[str, os.PathLike], *, tools: Optional[ToolSet] = None,
-                name: Optional[str] = None) -> Domain:
+                name: Optional[str] = None, policy_type: Optional[str] = None) -> Domain:
     """Load a domain by bare name (``"airline"``, ``"bank"``, …) or directory path.
 
     ``tools`` overrides the registered implementation; ``name`` overrides the directory name
-    used to pick it. Raises :class:`DomainError` with the path(s) involved for a missing domain,
-    a missing ``db.json``/``db.toml`` or policy, or an unparsable file.
+    used to pick it. ``policy_type`` (telecom: ``"manual"`` default, or ``"workflow"``; the
+    bare name ``"telecom-workflow"`` selects it too) picks the tech-support policy. Raises
+    :class:`DomainError` with the path(s) involved for a missing domain, a missing
+    ``db.json``/``db.toml`` or policy, or an unparsable file.
     """
+    alias = _ALIASES.get(str(path_or_name))
+    if alias is not None and policy_type is None:
+        policy_type = alias[1]
     path = _resolve(path_or_name)
     name = name or path.name
     db = _read_db(path, "db", required=True)
@@ -195,10 +245,19 @@ def load_domain(path_or_name: Union[str, os.PathLike], *, tools: Optional[ToolSe
     if tools is None:
         if name in _TOOL_FACTORIES:
             tools = _TOOL_FACTORIES[name]()
+        elif (path / "tools.json").is_file():  # a synthesized (ToolScale) domain's tool spec
+            from orchestra_jax.envs.tau2.spec_tools import load_spec_file
+            try:
+                tools = load_spec_file(path / "tools.json")
+            except ValueError as e:
+                raise DomainError(str(e)) from None
         else:
             tools = ToolSet()
             note = (f"domain {name!r} ({path}) has no tool implementations yet (known: "
                     f"{known_tool_domains()}); ToolScale tools come from a later synthesis step — "
                     f"register them with orchestra_jax.envs.tau2.register_tools({name!r}, factory)")
-    return Domain(name=name, path=path, db=db, policy=policy, tasks=tasks, tools=tools,
-                  user_db=user_db, split=split, tools_note=note)
+    domain = Domain(name=name, path=path, db=db, policy=policy, tasks=tasks, tools=tools,
+                    user_db=user_db, split=split, tools_note=note)
+    if name in _DOMAIN_SETUP:
+        _DOMAIN_SETUP[name](domain, policy_type or "manual")
+    return domain
