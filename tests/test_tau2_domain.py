@@ -31,8 +31,15 @@ def test_toml_database_and_user_db(shared_data):
     tel = load_domain("telecom")
     assert isinstance(tel.db, dict) and tel.db                       # db.toml via tomllib
     assert isinstance(tel.user_db, dict)                             # user_db.toml
-    assert tel.policy == (shared_data / "tau2" / "domains" / "telecom" / "main_policy.md").read_text()
-    assert len(tel.tools) == 0 and "telecom" in tel.tools_note
+    root = shared_data / "tau2" / "domains" / "telecom"
+    # tau2's composed policy: main policy + the tech-support manual (or workflow)
+    assert tel.policy == (f"<main_policy>\n{(root / 'main_policy.md').read_text()}\n</main_policy>"
+                          f"\n<tech_support_policy>\n{(root / 'tech_support_manual.md').read_text()}"
+                          f"\n</tech_support_policy>")
+    wf = load_domain("telecom-workflow")
+    assert (root / "tech_support_workflow.md").read_text() in wf.policy and wf.name == "telecom"
+    assert len(tel.tools) == 13 and len(tel.user_tools) == 30 and not tel.tools_note
+    assert tel.user_db["device"]["vpn_details"] is None                 # model defaults filled
 
 
 @pytest.mark.parametrize("name", TOOLSCALE)

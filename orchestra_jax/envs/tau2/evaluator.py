@@ -7,21 +7,28 @@ Reward of one episode = product of the components in the task's ``reward_basis``
   ``evaluation_criteria.actions`` on another; 1 iff the SHA-256 of the canonical JSON
   (sorted keys) of both (agent DB and user DB) is equal. With no gold actions *and* no env
   assertions (``None``), tau2 counts DB as matched.
-* ``ENV_ASSERTION`` — each ``env_assertions`` entry (a domain assertion function) holds on
-  the replayed episode DB.
-* ``ACTION`` — every gold action is matched by some episode call with the same name and equal
-  arguments, restricted to the action's ``compare_args`` when given (all the call's arguments
-  otherwise).
-* ``COMMUNICATE`` — every ``communicate_info`` string, lower-cased with commas removed, is a
-  substring of some agent message (lower-cased, commas removed). (tau2 removes commas only
-  from the message; removing them from both never rejects what tau2 accepts.)
+* ``ENV_ASSERTION`` — each ``env_assertions`` entry (a domain assertion function, on the agent
+  or the user side) returns its ``assert_value`` (default true) on the replayed episode state.
+* ``ACTION`` — every gold action is matched by some episode call (agent's or user's: the
+  requestor is not compared, as in tau2) with the same name and equal arguments, restricted to
+  the action's ``compare_args`` when given (all the call's arguments otherwise).
+* ``COMMUNICATE`` — every ``communicate_info`` string, lower-cased, is a substring of some agent
+  message lower-cased with its commas removed (tau2 strips commas from the message only, so an
+  info string that contains a comma can never match).
 * ``NL_ASSERTION`` — judged by an injectable judge (``nl_judge``); when no judge is given the
   component is skipped (not counted) and a note says so.
 
 Episodes ending with ``termination_reason`` ``max_steps`` / ``too_many_errors`` score 0, as in
-tau2. Initial state (``initialization_data.agent_data`` deep-merged into the DB,
-``initialization_actions`` run, ``message_history`` tool calls replayed) is applied to both
-copies; calls in the history also count as episode calls and its assistant texts as messages.
+tau2. Initial state (``initialization_data`` deep-merged into the agent/user DB,
+``initialization_actions`` run as environment functions on their side, ``message_history`` tool
+calls replayed) is applied to both copies; calls in the history also count as episode calls and
+its assistant texts as messages.
+
+Calls whose ``requestor`` is ``"user"`` run on the user side (telecom's device tools). Domains
+with an env sync (telecom) follow tau2's order exactly: the episode replay syncs after every
+successful call, after every initialisation action and at the end; the gold replay syncs once
+after the initial state and then runs the gold actions without syncing (tau2's
+``make_tool_call``); each env assertion is followed by a sync.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from orchestra_jax.envs.tau2.toolset import ToolCallResult
 
 __all__ = ["RewardInfo", "canonical_json", "db_hash", "replay", "evaluate", "evaluate_async",
            "evaluate_actions", "pass_hat_k", "DEFAULT_REWARD_BASIS", "REWARD_TYPES",
-           "NLJudge", "LLMNLJudge", "apply_initial_state"]
+           "NLJudge", "LLMNLJudge", "apply_initial_state", "run_env_function"]
 
 REWARD_TYPES = ("DB", "ENV_ASSERTION", "ACTION", "COMMUNICATE", "NL_ASSERTION")
 DEFAULT_REWARD_BASIS = ("DB", "COMMUNICATE")
@@ -85,14 +92,42 @@ def _deep_merge(target: dict, update: Mapping) -> None:
 
 
 def _call(domain: Domain, db: dict, user_db: Optional[dict], name: str, arguments: Any,
-          requestor: str = "assistant") -> ToolCallResult:
+          requestor: str = "assistant", sync: bool = True) -> ToolCallResult:
+    """One tool call on its requestor's side; like tau2's ``get_response`` a successful call
+    is followed by the env sync (``sync=False``: tau2's ``make_tool_call``, gold replay), and
+    a sync failure turns the observation into an error."""
     if requestor == "user":
         if user_db is None or len(domain.user_tools) == 0:
             return ToolCallResult(name, arguments if isinstance(arguments, dict) else {},
                                   "Error: this domain has no user tools", False,
                                   "this domain has no user tools")
-        return domain.user_tools.execute(user_db, name, arguments)
-    return domain.tools.execute(db, name, arguments)
+        res = domain.user_tools.execute(user_db, name, arguments)
+    else:
+        res = domain.tools.execute(db, name, arguments)
+    if sync and res.ok and domain.sync is not None:
+        try:
+            domain.sync_state(db, user_db)
+        except Exception as e:  # tau2 reports it as the call's error
+            msg = f"{type(e).__name__}: {e}"
+            return ToolCallResult(res.name, res.arguments, f"Error: {msg}", False, msg)
+    return res
+
+
+def run_env_function(domain: Domain, db: dict, user_db: Optional[dict], env_type: str,
+                     func_name: str, arguments: Mapping) -> Any:
+    """tau2 ``run_env_function_call``: an environment function on the ``env_type`` side
+    (``"assistant"`` or ``"user"``), then the env sync. Failures raise."""
+    if env_type == "user":
+        if user_db is None:
+            raise ValueError(f"domain {domain.name!r} has no user DB for user function "
+                             f"{func_name}")
+        result = domain.user_tools.run_function(user_db, func_name, arguments or {})
+    elif env_type in ("assistant", None):
+        result = domain.tools.run_function(db, func_name, arguments or {})
+    else:
+        raise ValueError(f"invalid env_type {env_type!r} (expected 'assistant' or 'user')")
+    domain.sync_state(db, user_db)
+    return result
 
 
 def _history_calls(message_history: Sequence[Mapping]) -> list[dict]:
@@ -120,24 +155,35 @@ def apply_initial_state(domain: Domain, db: dict, user_db: Optional[dict],
             raise ValueError(f"task sets user_data but domain {domain.name!r} has no user DB")
         _deep_merge(user_db, data["user_data"])
     for act in initial_state.get("initialization_actions") or ():
-        res = _call(domain, db, user_db, act.get("func_name"), act.get("arguments") or {},
-                    act.get("env_type", "assistant"))
-        if not res.ok:
-            raise ValueError(f"initialization action {act.get('func_name')} failed: {res.error}")
+        try:
+            run_env_function(domain, db, user_db, act.get("env_type", "assistant"),
+                             act.get("func_name"), act.get("arguments") or {})
+        except Exception as e:
+            raise ValueError(f"initialization action {act.get('func_name')} failed: "
+                             f"{type(e).__name__}: {e}") from None
     for c in _history_calls(initial_state.get("message_history") or ()):
         _call(domain, db, user_db, c["name"], c["arguments"], c["requestor"])
+    domain.sync_state(db, user_db)
+
+
+def _replay(domain: Domain, actions: Sequence[Mapping], initial_state: Optional[Mapping],
+            sync_each: bool) -> tuple[dict, Optional[dict], list[ToolCallResult]]:
+    db = domain.fresh_db()
+    user_db = domain.fresh_user_db()
+    apply_initial_state(domain, db, user_db, initial_state)
+    results = [_call(domain, db, user_db, a.get("name"), a.get("arguments") or {},
+                     a.get("requestor") or "assistant", sync=sync_each) for a in actions]
+    if sync_each:
+        domain.sync_state(db, user_db)
+    return db, user_db, results
 
 
 def replay(domain: Domain, actions: Sequence[Mapping], *,
            initial_state: Optional[Mapping] = None) -> tuple[dict, Optional[dict],
                                                              list[ToolCallResult]]:
-    """Fresh DB (+ user DB) → initial state → ``actions`` in order. Returns (db, user_db, results)."""
-    db = domain.fresh_db()
-    user_db = json.loads(json.dumps(domain.user_db)) if domain.user_db is not None else None
-    apply_initial_state(domain, db, user_db, initial_state)
-    results = [_call(domain, db, user_db, a.get("name"), a.get("arguments") or {},
-                     a.get("requestor") or "assistant") for a in actions]
-    return db, user_db, results
+    """Fresh DB (+ user DB) → initial state → ``actions`` in order, as an episode ran them
+    (env sync after each successful call). Returns (db, user_db, results)."""
+    return _replay(domain, actions, initial_state, sync_each=True)
 
 
 def _gold_hash(domain: Domain, gold_actions: Sequence[Mapping],
@@ -148,7 +194,8 @@ def _gold_hash(domain: Domain, gold_actions: Sequence[Mapping],
     if key not in cache:
         if len(cache) > 4096:
             cache.clear()
-        gold_db, gold_user, results = replay(domain, gold_actions, initial_state=initial_state)
+        gold_db, gold_user, results = _replay(domain, gold_actions, initial_state,
+                                              sync_each=False)
         cache[key] = (db_hash([gold_db, gold_user]), [f"{r.name}: {r.error}" for r in results
                                                       if not r.ok])
     h, errors = cache[key]
@@ -160,9 +207,8 @@ def _norm(text: str) -> str:
 
 
 def _action_matches(gold: Mapping, call: Mapping) -> bool:
+    """tau2 ``Action.compare_with_tool_call``: name + arguments (``compare_args``), no requestor."""
     if gold.get("name") != call.get("name"):
-        return False
-    if (gold.get("requestor") or "assistant") != (call.get("requestor") or "assistant"):
         return False
     call_args = call.get("arguments") or {}
     compare = gold.get("compare_args")
@@ -247,9 +293,14 @@ def _evaluate_core(domain: Domain, task: Mapping, actions: Sequence[Mapping],
         env_reward = 1.0
         for a in env_assertions or ():
             try:
-                target_db = pred_user if a.get("env_type") == "user" else pred_db
-                tools = domain.user_tools if a.get("env_type") == "user" else domain.tools
-                met = tools.run_assertion(target_db, a["func_name"], a.get("arguments") or {})
+                result = run_env_function(domain, pred_db, pred_user,
+                                          a.get("env_type", "assistant"), a["func_name"],
+                                          a.get("arguments") or {})
+                if not isinstance(result, bool):
+                    raise ValueError(f"{a['func_name']} returned {type(result).__name__}, "
+                                     f"not bool")
+                expected = a.get("assert_value", True)
+                met = result == (True if expected is None else bool(expected))
             except Exception as e:  # an assertion that cannot run is not met
                 met = False
                 info.notes.append(f"env assertion {a.get('func_name')} failed to run: {e}")
@@ -269,7 +320,7 @@ def _evaluate_core(domain: Domain, task: Mapping, actions: Sequence[Mapping],
     if "COMMUNICATE" in basis:
         normed = [_norm(m) for m in messages]
         for s in criteria.get("communicate_info") or ():
-            met = any(_norm(str(s)) in m for m in normed)
+            met = any(str(s).lower() in m for m in normed)
             info.communicate_checks.append({"info": s, "met": met})
         info.breakdown["COMMUNICATE"] = (
             1.0 if all(c["met"] for c in info.communicate_checks) else 0.0)

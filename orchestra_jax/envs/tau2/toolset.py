@@ -12,6 +12,17 @@ A :class:`ToolSet` executes calls the way tau2's ``Environment.get_response`` do
   enforces (unknown user, wrong order status, insufficient balance, …) — becomes the observation
   ``"Error: <message>"`` with ``ok=False``; nothing raises out of :meth:`ToolSet.execute`.
 
+Two argument-checking modes. ``strict_schema=True`` (default; synthesized domains): arguments are
+validated against the JSON schema and integral floats are coerced to ints where the schema says
+``integer``. ``strict_schema=False`` (tau2's own domains): like tau2, which calls its python
+methods directly, only the argument *names* are checked (a missing required or an unexpected
+argument is an error, as python's ``TypeError`` is in tau2) and values reach the tool raw — the
+tool itself coerces where tau2 builds a pydantic model (``"3"`` → 3) and otherwise keeps what it
+was given (``3.0`` stays a float), so DB hashes come out as in tau2.
+
+Besides tools, a ToolSet may carry *environment functions* (``functions``: task initialisation
+helpers such as telecom's ``turn_data_off``, never shown to the agent) and env *assertions*.
+
 Tool functions signal domain errors by raising :class:`ToolError` (``ValueError`` and
 ``KeyError``/``TypeError`` are also caught and reported, so a buggy argument can never crash an
 episode).
@@ -118,21 +129,44 @@ def _schema_errors(arguments: Any, schema: Mapping[str, Any],
     return errors
 
 
+def _signature_errors(arguments: Any, schema: Mapping[str, Any]) -> list[str]:
+    """tau2-style check: names only (missing required / unexpected), like a python call."""
+    if not isinstance(arguments, dict):
+        return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
+    if any(not isinstance(k, str) for k in arguments):
+        return ["argument names must be strings"]
+    allowed = set(schema.get("properties", {}))
+    errors = []
+    missing = [k for k in schema.get("required", []) if k not in arguments]
+    if missing:
+        errors.append(f"missing required argument(s) {missing}")
+    extra = sorted(set(arguments) - allowed)
+    if extra:
+        errors.append(f"unexpected argument(s) {extra}; allowed: {sorted(allowed)}")
+    return errors
+
+
 class ToolSet:
     """An ordered, name-indexed collection of :class:`FunctionTool` plus optional assertions.
 
     ``assertions`` are tau2 env-assertion functions ``fn(db, **kwargs) -> bool`` (not shown to
-    the agent), used by the evaluator for ``ENV_ASSERTION`` reward.
+    the agent), used by the evaluator for ``ENV_ASSERTION`` reward; ``functions`` are other
+    environment functions ``fn(db, **kwargs)`` run by a task's ``initialization_actions``.
+    ``strict_schema`` selects the argument-checking mode (module docstring).
     """
 
     def __init__(self, tools: Iterable[FunctionTool] = (),
-                 assertions: Optional[Mapping[str, Callable[..., bool]]] = None):
+                 assertions: Optional[Mapping[str, Callable[..., bool]]] = None,
+                 functions: Optional[Mapping[str, Callable[..., Any]]] = None,
+                 strict_schema: bool = True):
         self._tools: dict[str, FunctionTool] = {}
         for tool in tools:
             if tool.name in self._tools:
                 raise ValueError(f"duplicate tool name {tool.name!r}")
             self._tools[tool.name] = tool
         self.assertions: dict[str, Callable[..., bool]] = dict(assertions or {})
+        self.functions: dict[str, Callable[..., Any]] = dict(functions or {})
+        self.strict_schema = bool(strict_schema)
         self._validators: dict[str, jsonschema.protocols.Validator] = {}
 
     def _validator(self, tool: FunctionTool) -> jsonschema.protocols.Validator:
@@ -165,11 +199,14 @@ class ToolSet:
         """The ``tools`` list for a chat template / OpenAI API, in insertion order."""
         return [t.to_openai() for t in self._tools.values()]
 
+    def _like(self, tools: Iterable[FunctionTool]) -> "ToolSet":
+        return ToolSet(tools, self.assertions, self.functions, self.strict_schema)
+
     def without(self, *names: str) -> "ToolSet":
-        return ToolSet([t for t in self if t.name not in names], self.assertions)
+        return self._like([t for t in self if t.name not in names])
 
     def plus(self, *tools: FunctionTool) -> "ToolSet":
-        return ToolSet([*self, *tools], self.assertions)
+        return self._like([*self, *tools])
 
     def write_tool_names(self) -> set[str]:
         return {t.name for t in self if t.tool_type == WRITE}
@@ -180,6 +217,8 @@ class ToolSet:
         if name not in self._tools:
             return [f"Tool '{name}' not found. Available tools: {self.names()}"]
         tool = self._tools[name]
+        if not self.strict_schema:
+            return _signature_errors(arguments, tool.parameters)
         return _schema_errors(arguments, tool.parameters, self._validator(tool))
 
     def execute(self, db: dict, name: str, arguments: Any) -> ToolCallResult:
@@ -190,11 +229,13 @@ class ToolSet:
             return ToolCallResult(str(name), args_copy, f"Error: {msg}", False, msg)
         tool = self._tools[name]
         try:
-            errors = _schema_errors(arguments, tool.parameters, self._validator(tool))
+            errors = self.validate(name, arguments)
             if errors:
                 msg = f"invalid arguments for {name}: " + "; ".join(errors)
                 return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
-            kwargs = _coerce_integers(json.loads(json.dumps(arguments)), tool.parameters)
+            kwargs = json.loads(json.dumps(arguments))
+            if self.strict_schema:
+                kwargs = _coerce_integers(kwargs, tool.parameters)
         except (TypeError, ValueError, RecursionError) as e:
             msg = f"invalid arguments for {name}: not JSON data ({e})"
             return ToolCallResult(name, args_copy, f"Error: {msg}", False, msg)
@@ -210,10 +251,28 @@ class ToolSet:
         return ToolCallResult(name, args_copy, observation, True, None, value)
 
     def run_assertion(self, db: dict, name: str, arguments: Mapping[str, Any]) -> bool:
-        """Evaluate one env assertion; unknown assertion → ``ValueError``."""
+        """Evaluate one env assertion; unknown assertion → ``ValueError``. A non-bool result
+        is an error (tau2 rejects it too)."""
         if name in self.assertions:
-            return bool(self.assertions[name](db, **arguments))
+            result = self.assertions[name](db, **arguments)
+            if not isinstance(result, bool):
+                raise ValueError(f"assertion {name} returned {type(result).__name__}, not bool")
+            return result
         raise ValueError(f"unknown env assertion {name!r}; known: {sorted(self.assertions)}")
+
+    def has_function(self, name: str) -> bool:
+        return name in self.functions or name in self.assertions or name in self._tools
+
+    def run_function(self, db: dict, name: str, arguments: Mapping[str, Any]) -> Any:
+        """Run an environment function (tau2 ``run_env_function_call``): an init helper, an
+        assertion or a tool, called directly — failures raise (a broken task, not an
+        observation)."""
+        fn = (self.functions.get(name) or self.assertions.get(name)
+              or (self._tools[name].fn if name in self._tools else None))
+        if fn is None:
+            raise ValueError(f"unknown environment function {name!r}; known: "
+                             f"{sorted({*self.functions, *self.assertions, *self._tools})}")
+        return fn(db, **dict(arguments))
 
 
 _SCHEMA_FILE = "tool_schemas_airline_retail.json"
