@@ -61,7 +61,15 @@ def test_reason_then_answer_correct_with_real_sandbox(world):
     assert "42" in traj.turns[0].observations[0]
     assert traj.answer == "42" and traj.correct is True and traj.reward == 1.0
     assert traj.info["grade"]["method"] == "exact"
-    assert dict(zip(traj.tool_names, traj.tool_counts))["reasoner-2"] == 1
+    # counts keyed the paper's way: the concrete model + the basic tool it used
+    counts = dict(zip(traj.tool_names, traj.tool_counts))
+    assert counts == {"code_interpreter": 1, "gpt-5-mini": 1, "Qwen/Qwen3-32B": 1,
+                      **{k: 0 for k in traj.tool_names
+                         if k not in ("code_interpreter", "gpt-5-mini", "Qwen/Qwen3-32B")}}
+    assert traj.info["alias_counts"] == {"reasoner-2": 1, "answer-4": 1}
+    assert traj.info["policy_price"]["source"] == "paper_eval:Qwen/Qwen3-8B"
+    assert not traj.infra_error and traj.engine == "ScriptedPolicyEngine"
+    assert traj.logprob_convention == "pre_temperature"
     # the expert's code output is in the policy's next prompt (a user turn)
     tok = world[0]
     s, _ = traj.turns[1].prompt_span
@@ -130,7 +138,8 @@ def test_tau2_call_expert_with_local_expert_model(world):
                             experts={"expert-2": expert},
                             prices=PriceSheet.load(pricing_dir() / "paper_eval.json"))
     env = Tau2EpisodeEnv(fc)
-    assert "expert-2" in env.tool_names and "call_expert" not in env.tool_names
+    # experts are counted by their concrete model (no mapping given: the client's model name)
+    assert "Qwen/Qwen3-32B" in env.tool_names and "call_expert" not in env.tool_names
     policy = [call("call_expert", expert="expert-2"),
               "<message>The agent confirmed the task was created successfully.</message><|im_end|>",
               "<message>Bye!</message><|im_end|>"]
@@ -140,7 +149,8 @@ def test_tau2_call_expert_with_local_expert_model(world):
     traj.validate()
     assert traj.finish_reason == "done" and traj.reward == 1.0 and traj.correct
     counts = dict(zip(traj.tool_names, traj.tool_counts))
-    assert counts["expert-2"] == 1 and counts.get("create_task", 0) == 0
+    assert counts["Qwen/Qwen3-32B"] == 1 and counts.get("create_task", 0) == 0
+    assert traj.info["alias_counts"] == {"expert-2": 1}
     assert traj.info["executed_calls"] == [create]
     # the expert's tokens are priced (Qwen3-32B at $0.8/M in and out) into the turn's cost
     exp = traj.turns[0].tool_results[0]["expert_call"]

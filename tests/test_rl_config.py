@@ -20,6 +20,21 @@ def test_defaults_follow_paper_and_release():
     assert (c.homogeneity_threshold, c.learning_rate, c.loss_agg) == (0.1, 1e-6, "token-mean")
     assert c.tis_cap is None
     assert ppo_loss_config(c) == PPOLossConfig()          # loss defaults agree with the config
+    assert c.adv_boost_value == 0.0                       # release-only tweak: off by default
+
+
+def test_default_preference_weighs_cost_and_latency():
+    """Without a preference instruction the reward must not collapse to binary correctness, and
+    the RL config's default P equals the data module's default preference."""
+    from orchestra_jax.data.preferences import default_preference
+    c = get_rl_config()
+    assert c.default_p_compute > 0 and c.default_p_latency > 0
+    pref = default_preference(["local_search", "gpt-5"])
+    assert pref.vector == [c.default_p_tool] * 2 + [c.default_p_outcome, c.default_p_compute,
+                                                     c.default_p_latency]
+    src = (REPO / "orchestra_jax/rl/config.py").read_text()
+    line = next(ln for ln in src.splitlines() if ln.strip().startswith("c.adv_boost_value"))
+    assert "[C]" in line and "release" in line
 
 
 def test_every_knob_cites_its_source():

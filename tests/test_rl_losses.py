@@ -132,6 +132,23 @@ def test_gradient_matches_finite_differences(agg, kl_type):
             assert (ge[mask] < 0).all() and (ge[~mask] == 0).all()
 
 
+def test_rollout_kl_is_kl_of_rollout_from_old_on_rollout_samples():
+    """Tokens drawn from the rollout policy q: the diagnostic must estimate KL(q || p_old) (k3 with
+    r = p_old/q), not KL(p_old || q). The two differ a lot for these distributions."""
+    q = np.array([0.9, 0.05, 0.05])
+    p = np.array([0.3, 0.1, 0.6])
+    kl_qp = float(np.sum(q * np.log(q / p)))
+    kl_pq = float(np.sum(p * np.log(p / q)))
+    assert abs(kl_qp - kl_pq) > 0.1
+    toks = np.random.default_rng(0).choice(3, size=100_000, p=q)
+    rollout = jnp.asarray(np.log(q)[toks])[None]
+    old = jnp.asarray(np.log(p)[toks])[None]
+    _, diag = ppo_loss(old, old, jnp.ones(1), jnp.ones_like(old, dtype=bool), rollout_logp=rollout,
+                       cfg=NO_KL)
+    assert float(diag["rollout_kl"]) == pytest.approx(kl_qp, rel=0.03)
+    assert float(diag["rollout_kl"]) >= 0
+
+
 def test_sequence_advantages_broadcast_padding_jit_vmap():
     logp, old, adv, mask = _region_inputs()
     a_seq = jnp.asarray([0.7])

@@ -56,8 +56,28 @@ def test_well_formed_completion_parsed_and_priced(monkeypatch):
     assert "not valid JSON" in resp.tool_calls[1]["parse_error"]
     path, headers, body = srv.requests[0]
     assert path == "/v1/chat/completions"
-    assert body["model"] == "gpt-5" and body["messages"] == MSGS and body["max_tokens"] == 16
+    assert body["model"] == "gpt-5" and body["messages"] == MSGS
+    # OpenAI's reasoning models take the budget as max_completion_tokens (max_tokens is refused)
+    assert body["max_completion_tokens"] == 16 and "max_tokens" not in body
     assert headers.get("Authorization") == f"Bearer {SECRET}"
+
+
+def test_token_limit_field_per_model(monkeypatch):
+    from orchestra_jax.tools.llm_client import token_limit_param
+    auto = {m: token_limit_param(ExpertConfig(base_url="http://x/v1", model=m))
+            for m in ("gpt-5-mini", "o3-mini", "o4-mini", "Qwen/Qwen3-32B", "gpt-4o", "oss-model")}
+    assert auto == {"gpt-5-mini": "max_completion_tokens", "o3-mini": "max_completion_tokens",
+                    "o4-mini": "max_completion_tokens", "Qwen/Qwen3-32B": "max_tokens",
+                    "gpt-4o": "max_tokens", "oss-model": "max_tokens"}
+    with pytest.raises(ValueError, match="token_limit_param"):
+        ExpertConfig(base_url="http://x/v1", model="m", token_limit_param="max_new_tokens")
+    with FaultServer([("chat", "ok", 3, 1)]) as srv:
+        _run(_chat_and_close(_client(srv.url, monkeypatch, model="Qwen/Qwen3-32B")))
+        _run(_chat_and_close(_client(srv.url, monkeypatch, model="Qwen/Qwen3-32B",
+                                     token_limit_param="max_completion_tokens")))
+    (_, _, plain), (_, _, forced) = srv.requests
+    assert plain["max_tokens"] == 16 and "max_completion_tokens" not in plain
+    assert forced["max_completion_tokens"] == 16 and "max_tokens" not in forced
 
 
 def test_500_retries_are_bounded_and_key_redacted(monkeypatch, caplog):

@@ -20,12 +20,16 @@ class EnvStart:
     tools: OpenAI-format tool list rendered into the system prompt by the chat template.
     schemas: what the parser validates calls against (default: ``tools``).
     allow_message: tau2 mode (``<message>…</message>`` is a valid action).
+    plain_text_message: with ``allow_message``, a turn with no ``<tool_call>`` and no
+      ``<message>`` tags whose text is non-empty is taken as the message (tau2's plain agent
+      protocol, used when the prompt never asked for ``<message>`` tags).
     """
 
     messages: list[dict]
     tools: list[dict]
     schemas: Any = None
     allow_message: bool = False
+    plain_text_message: bool = False
 
 
 @dataclasses.dataclass
@@ -36,7 +40,9 @@ class EnvStep:
     user_message: a simulated user's reply (tau2), appended as a user turn after observations.
     done: the episode is over. tool_keys: entries of ``tool_names`` to count (one per call).
     tool_results: ``ToolResult.to_json()`` dicts. cost_usd (US$) / latency_s (wall-clock s) of
-    the tools this turn.
+    the tools this turn; ``latency_s=None`` means the env did not measure it (the loop then uses
+    the wall-clock time of ``step``). infra_error: why this turn hit an infrastructure failure
+    (a failing expert server, …) that must not count against the policy, else None.
     """
 
     observations: list[str] = dataclasses.field(default_factory=list)
@@ -45,19 +51,23 @@ class EnvStep:
     tool_keys: list[str] = dataclasses.field(default_factory=list)
     tool_results: list[dict] = dataclasses.field(default_factory=list)
     cost_usd: float = 0.0
-    latency_s: float = 0.0
+    latency_s: Optional[float] = None
     info: dict = dataclasses.field(default_factory=dict)
+    infra_error: Optional[str] = None
 
 
 @dataclasses.dataclass
 class EnvOutcome:
-    """The verdict at the end: ``reward``/``outcome`` in [0, 1], ``correct``, the final answer."""
+    """The verdict at the end: ``reward``/``outcome`` in [0, 1], ``correct``, the final answer.
+    ``infra_error``: the verdict is unusable because of infrastructure (judge failed or gave no
+    verdict, user simulator failed), else None."""
 
     reward: float
     correct: bool
     answer: Optional[str] = None
     answer_valid: bool = False
     info: dict = dataclasses.field(default_factory=dict)
+    infra_error: Optional[str] = None
 
 
 @runtime_checkable

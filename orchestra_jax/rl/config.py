@@ -30,16 +30,20 @@ def get_rl_config() -> ml_collections.ConfigDict:
     c.val_temperature = 0.6           # [C] validation sampling temperature
     c.val_samples = 4                 # [C] validation n
     # ---- reward (paper Eq. 2) ----
+    # Default P when an example has no preference instruction (paper: NOT FOUND). It must weigh
+    # cost and latency: with only p_outcome the reward of a group is binary correctness.
+    # Same values as orchestra_jax.data.preferences.default_preference (tested).
     c.default_p_tool = 0.0            # [ours] P for each tool when an example has no preference
     c.default_p_outcome = 1.0         # [ours] (paper: a default is NOT FOUND)
-    c.default_p_compute = 0.0         # [ours]
-    c.default_p_latency = 0.0         # [ours]
+    c.default_p_compute = 0.5         # [ours] cheaper correct trajectories rank higher
+    c.default_p_latency = 0.5         # [ours] faster correct trajectories rank higher
     # ---- advantages (paper Eq. 3) ----
     c.adv_mode = "grpo"               # [P] GRPO; "drgrpo" drops the std division
     c.adv_std = "sample"              # [C] statistics.stdev (n-1); paper just says "std"
     c.adv_eps = 1e-6                  # [C] A = (R - mean)/(std + eps)
     c.adv_clip = 3.0                  # [C] clip A to [-3, 3]
-    c.adv_boost_value = 0.1           # [C] correct_sample_advantage_boost_value (0 disables)
+    c.adv_boost_value = 0.0           # [C] release-only correct_sample_advantage_boost_value (the
+                                      #     release ran 0.1; not in the paper, so off by default)
     c.adv_boost_threshold = 1.0       # [C] boost applies where A >= threshold
     # ---- filters (paper §4.3) ----
     c.homogeneity_threshold = 0.1     # [P] drop groups with reward std < 0.1

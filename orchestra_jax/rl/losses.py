@@ -138,7 +138,8 @@ def ppo_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any, *, ref_logp: 
     Returns:
       (loss scalar, diagnostics dict of scalars: pg_loss, kl, kl_loss, entropy, pg_clipfrac_low,
        pg_clipfrac_high, dual_clip_frac, ratio_mean/max/min, approx_kl_old, tis_weight_mean/max/min,
-       tis_clipfrac, rollout_kl (k3 of old vs rollout), num_tokens).
+       tis_clipfrac, rollout_kl (k3 estimate of KL(rollout || old) on rollout samples),
+       num_tokens).
     """
     _checks.check_ndim("logp", logp, 2)
     shape = tuple(jnp.shape(logp))
@@ -190,7 +191,9 @@ def ppo_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any, *, ref_logp: 
     if rollout_logp is not None:
         mismatch = old - clean(rollout_logp)          # log(π_old / π_rollout)
         d = jnp.clip(mismatch, -_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
-        diag["rollout_kl"] = _masked_mean(jnp.exp(-d) - 1.0 + d, m)
+        # KL(π_rollout || π_old) from tokens sampled by the rollout policy: k3 with
+        # r = π_old/π_rollout = exp(d) is r - 1 - log r (>= 0, unbiased under π_rollout).
+        diag["rollout_kl"] = _masked_mean(jnp.exp(d) - 1.0 - d, m)
         diag["rollout_abs_logp_diff"] = _masked_mean(jnp.abs(mismatch), m)
         if cfg.tis_cap is not None:
             w = jax.lax.stop_gradient(jnp.exp(jnp.minimum(d, math.log(cfg.tis_cap))))

@@ -2,6 +2,9 @@
 failure isolation (a failing episode becomes a trajectory with ``finish_reason="error"``; it never
 cancels the others).
 
+A factory that raises (a bad task, an env that cannot be built) costs only its own episode: the
+trajectory is recorded with ``finish_reason="error"`` and ``infra_error`` set.
+
 Episodes interleave: while one waits on the engine another can run its tools. Batching several
 episodes' generate calls into one engine call is the engine's business (an engine may coalesce
 concurrent ``generate`` calls); the runner just keeps up to ``concurrency`` episodes in flight.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from orchestra_jax.rollout.engine import Engine
 from orchestra_jax.rollout.episode import EpisodeConfig, EpisodeEnv, run_episode
@@ -25,16 +28,21 @@ async def run_episodes(engine: Engine, tokenizer,
                        envs: Sequence[Union[EpisodeEnv, EnvFactory]],
                        config: EpisodeConfig = EpisodeConfig(), *, concurrency: int = 8,
                        writer: Optional[TrajectoryWriter] = None, progress: bool = True,
-                       desc: str = "episodes") -> list[Trajectory]:
+                       desc: str = "episodes",
+                       metas: Optional[Sequence[Optional[Mapping[str, Any]]]] = None
+                       ) -> list[Trajectory]:
     """Runs every env's episode (envs may be env objects or zero-arg factories), at most
     ``concurrency`` at a time. Returns trajectories in input order; each is written to
-    ``writer`` (append + flush) as soon as it finishes.
+    ``writer`` (append + flush) as soon as it finishes. ``metas[i]`` is episode ``i``'s run
+    metadata (``episode.META_KEYS``: group id, rollout index, P, …).
 
     With ``config.seed`` set, episode ``i`` uses seed ``config.seed + 100_003 * i`` so repeated
     rollouts of one task (a GRPO group) do not replay the same noise. Leave the seed ``None``
     for throughput: the local engine only batches requests with identical sampling params."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if metas is not None and len(metas) != len(envs):
+        raise ValueError(f"{len(metas)} metas for {len(envs)} envs")
     sem = asyncio.Semaphore(concurrency)
     results: list[Optional[Trajectory]] = [None] * len(envs)
     bar = None
@@ -50,11 +58,16 @@ async def run_episodes(engine: Engine, tokenizer,
                     env_or_factory, "reset") else env_or_factory
                 cfg = config if config.seed is None else dataclasses.replace(
                     config, seed=config.seed + 100_003 * i)
-                traj = await run_episode(engine, tokenizer, env, cfg)
+                traj = await run_episode(engine, tokenizer, env, cfg,
+                                         meta=None if metas is None else metas[i])
             except Exception as e:  # noqa: BLE001 - run_episode guards itself; factories may not
                 traj = Trajectory(task_id=str(getattr(env_or_factory, "task_id", i)),
                                   finish_reason="error", error=f"{type(e).__name__}: {e}",
                                   wall_s=time.perf_counter() - t0)
+                traj.mark_infra(f"episode could not start: {traj.error}")
+                m = dict(getattr(env_or_factory, "episode_meta", None) or {})
+                m.update((metas[i] if metas is not None else None) or {})
+                traj.group_id, traj.rollout_index = m.get("group_id"), m.get("rollout_index")
             results[i] = traj
             if writer is not None:
                 try:
@@ -78,20 +91,26 @@ def run_episodes_sync(*args, **kwargs) -> list[Trajectory]:
 
 
 def summarize(trajs: Sequence[Trajectory]) -> dict:
-    """Accuracy, mean cost (US$) / latency (s) / turns, finish-reason counts."""
+    """Accuracy, mean cost (US$) / latency (s) / turns, finish-reason counts, the share of
+    episodes cut by the context limit (``context_finish_rate``) and of infrastructure failures
+    (``infra_error_rate``; accuracy counts them as wrong, ``valid_accuracy`` leaves them out)."""
     n = len(trajs)
     if not n:
         return {"n": 0}
     reasons: dict[str, int] = {}
     for t in trajs:
         reasons[t.finish_reason] = reasons.get(t.finish_reason, 0) + 1
+    valid = [t for t in trajs if not t.infra_error]
     return {
         "n": n,
         "accuracy": sum(bool(t.correct) for t in trajs) / n,
+        "valid_accuracy": (sum(bool(t.correct) for t in valid) / len(valid)) if valid else None,
         "mean_cost_usd": sum(t.cost_usd for t in trajs) / n,
         "mean_latency_s": sum(t.latency_s for t in trajs) / n,
         "mean_turns": sum(t.num_turns for t in trajs) / n,
         "format_ok_rate": sum(t.format_ok_all for t in trajs) / n,
         "finish_reasons": reasons,
+        "context_finish_rate": reasons.get("context", 0) / n,
+        "infra_error_rate": sum(bool(t.infra_error) for t in trajs) / n,
         "errors": sum(t.error is not None for t in trajs),
     }

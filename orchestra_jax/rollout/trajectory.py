@@ -4,6 +4,17 @@ Units: ``cost_usd`` in US dollars, ``latency_s`` / ``*_s`` in wall-clock seconds
 tokens. ``tokens``, ``loss_mask`` and ``rollout_logprobs`` are aligned (same length):
 ``loss_mask[i] == 1`` exactly on tokens the policy sampled, ``rollout_logprobs[i]`` is the
 engine's log p(token | prefix) there and 0.0 elsewhere.
+
+Schema history: v1 (no run metadata); v2 adds the group / rollout index, the preference (P and
+its instruction), the alias→model mapping, price-sheet id, sampling settings, engine name and its
+log-prob convention, the policy version per turn, ``infra_error`` and the context mode
+(``strip_thinking`` episodes carry each turn's real prompt and require the ``turn`` unit), and
+keys ``tool_names`` the paper's way (basic tools + concrete models; v1 keyed them by alias).
+v1 records still load (new fields take their defaults, ``schema_version`` stays 1).
+
+:func:`group_validity` is the mask the reward / advantage code takes (``[G]`` for one task's
+group, ``valid_mask=`` of ``rl.rewards.ragged_preference_reward``): infrastructure failures never
+become negative samples. :func:`reward_inputs` builds the Eq. 2 inputs of one group.
 """
 
 from __future__ import annotations
@@ -13,9 +24,13 @@ import json
 import os
 import pathlib
 import threading
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
-SCHEMA_VERSION = 1
+import numpy as np
+
+SCHEMA_VERSION = 2
+LOGPROB_CONVENTIONS = ("pre_temperature", "post_temperature", "unknown")
+CONTEXT_MODES = ("append", "strip_thinking")
 
 
 @dataclasses.dataclass
@@ -32,6 +47,12 @@ class TurnRecord:
     format_ok / errors: parser verdict; tool_results: ``ToolResult.to_json()`` per executed call.
     gen_latency_s: the engine's generation time; tool_latency_s: wall-clock of the turn's tool
     execution (the release's latency); cost_usd: tools + the policy's own tokens for this turn.
+    policy_version: the engine's weight version that generated this turn (None: unknown).
+    prompt_base / prompt_suffix: only for ``strip_thinking`` episodes, where the prompt the engine
+      saw is not a prefix of ``tokens``: prompt = (previous turn's prompt, or ``tokens`` for the
+      first turn)[:prompt_base] + prompt_suffix. None = the prompt is ``tokens[:response start]``.
+      Use :meth:`Trajectory.turn_prompt` rather than reading these.
+    infra_error: an infrastructure failure during this turn (e.g. a failing expert), else None.
     """
 
     index: int
@@ -52,6 +73,10 @@ class TurnRecord:
     cost_usd: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    policy_version: Optional[int] = None
+    prompt_base: Optional[int] = None
+    prompt_suffix: Optional[list[int]] = None
+    infra_error: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -63,8 +88,19 @@ class Trajectory:
       per-episode time limit), ``"error"`` (an exception; ``error`` says which).
     outcome / reward: the environment's verdict in [0, 1]; ``correct`` = outcome > 0 for
       tau2-style rewards, exact/judged match for QA. ``None`` when no verdict (error).
-    tool_counts: calls per tool, aligned with ``tool_names``.
+    tool_counts: calls per tool, aligned with ``tool_names`` (basic tools + concrete models).
     latency_s: sum of tool latencies (paper/release definition); ``wall_s``: whole episode.
+    group_id / rollout_index: the GRPO group (one task's randomised setup) and the index in it.
+    preference / preference_instruction / preference_kind: P (aligned with ``tool_names`` + 3)
+      and the text appended to the task prompt (None / "" when the task had none).
+    model_mapping: alias -> concrete model. price_sheet_id: the sheet the costs used.
+    sampling: the ``SamplingParams`` fields (``max_new_tokens`` = the per-turn cap).
+    engine / logprob_convention: who generated and whether ``rollout_logprobs`` are the model's
+      own log-softmax (``"pre_temperature"``) or of the temperature-scaled distribution.
+    infra_error / infra_reason: the episode hit an infrastructure failure (judge or user-simulator
+      error, engine abort or hang, failing expert, broken task / env); leave it out of its group.
+    context_mode: ``"append"`` or ``"strip_thinking"``; required_unit: ``"turn"`` when only the
+      per-turn training unit is faithful to what the policy saw (strip_thinking), else None.
     """
 
     task_id: str
@@ -88,6 +124,20 @@ class Trajectory:
     num_turns: int = 0
     format_ok_all: bool = False
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    group_id: Optional[str] = None
+    rollout_index: Optional[int] = None
+    preference: Optional[list[float]] = None
+    preference_instruction: str = ""
+    preference_kind: str = ""
+    model_mapping: dict[str, str] = dataclasses.field(default_factory=dict)
+    price_sheet_id: str = ""
+    sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
+    engine: str = ""
+    logprob_convention: str = "unknown"
+    infra_error: bool = False
+    infra_reason: Optional[str] = None
+    context_mode: str = "append"
+    required_unit: Optional[str] = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -102,11 +152,36 @@ class Trajectory:
             t["tool_results"] = json.loads(json.dumps(t["tool_results"], default=str))
         return d
 
+    def mark_infra(self, reason: str) -> None:
+        """Flags an infrastructure failure (the first reason is kept, later ones appended)."""
+        self.infra_error = True
+        self.infra_reason = reason if not self.infra_reason else f"{self.infra_reason}; {reason}"
+
+    def turn_prompt(self, i: int) -> list[int]:
+        """The token ids the engine saw as the prompt of turn ``i`` (``turns[i]``)."""
+        base: list[int] = self.tokens
+        for j in range(i + 1):
+            t = self.turns[j]
+            if t.prompt_base is None:
+                base = self.tokens[:t.response_span[0]]
+            else:
+                base = base[:t.prompt_base] + list(t.prompt_suffix or [])
+        return list(base)
+
+    def turn_arrays(self, i: int) -> tuple[list[int], list[int], list[float]]:
+        """(tokens, loss_mask, rollout log-probs) of turn ``i`` as one training sample: its real
+        prompt (mask 0) followed by its response (mask 1)."""
+        s, e = self.turns[i].response_span
+        prompt = self.turn_prompt(i)
+        return (prompt + self.tokens[s:e], [0] * len(prompt) + self.loss_mask[s:e],
+                [0.0] * len(prompt) + self.rollout_logprobs[s:e])
+
     @classmethod
     def from_json(cls, d: Union[str, dict]) -> "Trajectory":
         if isinstance(d, str):
             d = json.loads(d)
         d = dict(d)
+        d.setdefault("schema_version", 1)     # v1 records carry it; be lenient with older ones
         tf = {f.name for f in dataclasses.fields(TurnRecord)}
         turns = [TurnRecord(**{k: v for k, v in t.items() if k in tf}) for t in d.pop("turns", [])]
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -132,6 +207,61 @@ class Trajectory:
                 raise ValueError(f"{self.task_id}: non-zero log-prob on env token {i}")
         if len(self.tool_counts) != len(self.tool_names):
             raise ValueError(f"{self.task_id}: tool_counts/tool_names lengths differ")
+        if self.preference is not None and len(self.preference) != len(self.tool_names) + 3:
+            raise ValueError(f"{self.task_id}: preference has {len(self.preference)} entries, "
+                             f"expected {len(self.tool_names)} tools + 3")
+        if self.context_mode not in CONTEXT_MODES:
+            raise ValueError(f"{self.task_id}: context_mode {self.context_mode!r} not in "
+                             f"{CONTEXT_MODES}")
+        if self.context_mode == "strip_thinking" and self.required_unit != "turn":
+            raise ValueError(f"{self.task_id}: strip_thinking trajectories require the turn unit")
+
+
+def group_validity(trajs: Sequence[Trajectory]) -> np.ndarray:
+    """``[G]`` bool: True where a trajectory may enter its group's reward / advantage statistics,
+    False for infrastructure failures (``infra_error``) and for trajectories without a verdict
+    (``outcome is None``). A failed episode that is the policy's doing (format errors, max turns,
+    context, a wrong answer) stays valid: it is a real negative sample."""
+    return np.asarray([not t.infra_error and t.outcome is not None for t in trajs], dtype=bool)
+
+
+def reward_inputs(trajs: Sequence[Trajectory], default_preference: Optional[Sequence[float]] = None
+                  ) -> dict[str, np.ndarray]:
+    """The Eq. 2 inputs of one task's group as arrays: ``tool_counts [G, T]``, ``correct [G]``,
+    ``cost [G]`` (US$), ``latency [G]`` (s), ``preference [T+3]``, ``mask [G]``
+    (:func:`group_validity`). The group must share ``tool_names`` and P (one task setup); a
+    trajectory without P uses ``default_preference``. Invalid rows get zero features."""
+    if not trajs:
+        raise ValueError("reward_inputs needs at least one trajectory")
+    names = list(trajs[0].tool_names)
+    mask = group_validity(trajs)
+    prefs = {tuple(t.preference) for t, ok in zip(trajs, mask) if ok and t.preference is not None}
+    for t, ok in zip(trajs, mask):
+        if ok and list(t.tool_names) != names:
+            raise ValueError(f"group mixes tool orders: {t.tool_names} vs {names} "
+                             f"(task {t.task_id}, group {t.group_id})")
+    if len(prefs) > 1:
+        raise ValueError(f"group {trajs[0].group_id} mixes preference vectors: {sorted(prefs)}")
+    if prefs:
+        pref = list(next(iter(prefs)))
+    elif default_preference is not None:
+        pref = list(default_preference)
+    else:
+        raise ValueError(f"group {trajs[0].group_id}: no trajectory carries P and no "
+                         "default_preference was given")
+    if len(pref) != len(names) + 3:
+        raise ValueError(f"preference has {len(pref)} entries, expected {len(names)} + 3")
+    counts = np.zeros((len(trajs), len(names)), np.float32)
+    for g, (t, ok) in enumerate(zip(trajs, mask)):
+        if ok:
+            counts[g] = t.tool_counts
+    return {"tool_counts": counts,
+            "correct": np.asarray([bool(t.correct) and ok for t, ok in zip(trajs, mask)]),
+            "cost": np.asarray([t.cost_usd if ok else 0.0 for t, ok in zip(trajs, mask)],
+                               np.float32),
+            "latency": np.asarray([t.latency_s if ok else 0.0 for t, ok in zip(trajs, mask)],
+                                  np.float32),
+            "preference": np.asarray(pref, np.float32), "mask": mask}
 
 
 class TrajectoryWriter:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
@@ -160,6 +161,9 @@ class ExpertConfig:
       timeout_s: total seconds per ``chat`` call, retries included.
       max_retries: retries after the first attempt (429/5xx/connection errors/timeouts only).
       extra_body: merged into every request (e.g. ``{"chat_template_kwargs": {...}}``).
+      token_limit_param: request field that carries the output budget: ``"max_tokens"`` or
+        ``"max_completion_tokens"`` (OpenAI's reasoning models reject ``max_tokens``); None = the
+        latter for ``gpt-5*`` / ``o1*`` / ``o3*`` / ``o4*`` models, the former otherwise.
     """
 
     base_url: str
@@ -172,6 +176,22 @@ class ExpertConfig:
     max_backoff_s: float = 8.0
     retry_after_cap_s: float = 30.0
     extra_body: dict = dataclasses.field(default_factory=dict)
+    token_limit_param: Optional[str] = None
+
+    def __post_init__(self):
+        if self.token_limit_param not in (None, "max_tokens", "max_completion_tokens"):
+            raise ValueError(f"token_limit_param must be 'max_tokens', 'max_completion_tokens' or "
+                             f"None (auto), got {self.token_limit_param!r}")
+
+
+_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:gpt-5|o[134])(?:$|[-.])", re.I)
+
+
+def token_limit_param(config: ExpertConfig) -> str:
+    """The request field for the output-token budget of ``config``'s model (see ExpertConfig)."""
+    if config.token_limit_param:
+        return config.token_limit_param
+    return "max_completion_tokens" if _REASONING_MODEL.match(config.model) else "max_tokens"
 
 
 class OpenAIChatClient:
@@ -229,7 +249,7 @@ class OpenAIChatClient:
         """One chat completion; raises :class:`ExpertError` (redacted) on failure."""
         cfg = self.config
         payload: dict[str, Any] = {"model": cfg.model, "messages": list(messages),
-                                   "max_tokens": int(max_tokens),
+                                   token_limit_param(cfg): int(max_tokens),
                                    "temperature": float(temperature)}
         if tools:
             payload["tools"] = tools

@@ -231,7 +231,7 @@ class QAToolkit:
             else:
                 result = await self._answer(alias, model, state)
         except ExpertError as e:
-            result = ToolResult.failure(f"{alias} is unavailable: {e}")
+            result = ToolResult.failure(f"{alias} is unavailable: {e}", expert_error=str(e))
         except Exception as e:  # noqa: BLE001 - any tool failure is an observation
             result = ToolResult.failure(f"{name} failed: {type(e).__name__}: {e}")
         result.latency_s = time.perf_counter() - t0
