@@ -32,12 +32,17 @@ $(SGL_VENV)/.stamp:
 
 sglang-venv: $(SGL_VENV)/.stamp
 
-# bubblewrap isolates the Python sandbox; install it where we can (root on Debian).
+# bubblewrap isolates the Python sandbox; chromium (headless) tests the trajectory viewer;
+# install them where we can (root on Debian).
 system-deps:
 	@command -v bwrap >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get install -y -q bubblewrap >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
 	  else echo "warning: bubblewrap (bwrap) missing and cannot be installed; sandbox tests will fail"; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "warning: chromium missing and cannot be installed; the trajectory-viewer test will fail"; fi; }
 
 demo: venv
 	$(PY) experiments/demo.py
