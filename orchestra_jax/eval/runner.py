@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from orchestra_jax.chat.assembly import ContextLimits
 from orchestra_jax.eval import benchmarks as bm
-from orchestra_jax.eval.methods import LocalModel, MethodError, ModelPool, build_policy_engine
+from orchestra_jax.eval.methods import LocalModel, ModelPool, build_policy_engine
 from orchestra_jax.eval.records import (RecordStore, RunContext, compact_trajectory, load_records,
                                         record_from_trajectory, record_key)
 from orchestra_jax.rollout.episode import EpisodeConfig, run_episode
@@ -139,8 +139,11 @@ def _prices(name: str) -> PriceSheet:
 class Evaluation:
     """Builds the method's parts once and runs every pending (task, trial)."""
 
-    def __init__(self, spec: EvalSpec):
+    def __init__(self, spec: EvalSpec, *, policy_engine: Any = None):
+        """``policy_engine``: an Engine that replaces the policy's own (e.g. a scripted engine
+        in tests/demos); the tokenizer and local experts still come from ``spec.policy``."""
         self.spec = spec
+        self._engine_override = policy_engine
         self.benchmark = bm.benchmark_name(spec.benchmark, spec.domain)
         self.prices = _prices(spec.prices)
         self.is_fc = spec.benchmark in bm.FC_BENCHMARKS
@@ -183,6 +186,9 @@ class Evaluation:
         self.policy_local = LocalModel(s.policy, max_context=s.max_context, seed=s.seed) \
             if s.engine == "local" else None
         self.engine, self.tokenizer, self.engine_desc = build_policy_engine(s, self.policy_local)
+        if self._engine_override is not None:
+            self.engine = self._engine_override
+            self.engine_desc = type(self._engine_override).__name__
         self.pool = ModelPool(s, self.policy_local, self.prices)
         models = self.mapping.models()
         self.experts = self.pool.experts_for(models, default_ref=s.local_experts) \
@@ -318,9 +324,9 @@ class Evaluation:
         return summary
 
 
-def evaluate(spec: EvalSpec) -> dict:
+def evaluate(spec: EvalSpec, *, policy_engine: Any = None) -> dict:
     """Runs (or resumes) the evaluation; returns the summary (also in ``OUT/summary.json``)."""
-    return asyncio.run(Evaluation(spec).arun())
+    return asyncio.run(Evaluation(spec, policy_engine=policy_engine).arun())
 
 
 def summarize_records(records: list[dict], num_trials: int = 1) -> dict:
