@@ -38,10 +38,11 @@ import re
 import string
 import time
 import unicodedata
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from orchestra_jax.chat.parser import ParsedTurn
 from orchestra_jax.envs.base import EnvOutcome, EnvStart, EnvStep
+from orchestra_jax.tools.aliases import TOOL_ROLES, ModelMapping
 from orchestra_jax.tools.meta_tools import QAState, QAToolkit
 from orchestra_jax.tools.pricing import config_dir
 
@@ -170,20 +171,19 @@ async def grade_answer(answer: Optional[str], reference: str, question: str = ""
                  judge_cost_usd=cost, judge_latency_s=dt)
 
 
-def paper_tool_names(toolkit: QAToolkit) -> list[str]:
+def paper_tool_names(tools: Sequence[str], mapping: ModelMapping,
+                     search_backend: str = "local") -> list[str]:
     """The tool-count keys of an episode (paper §3.2): the basic tools behind the offered
-    meta-tools, then the concrete models behind the offered aliases (sorted)."""
-    tools = toolkit.registry.names()
-    backend = toolkit.config.search_backend
+    meta-tools ``tools``, then the concrete models behind their mapped aliases (sorted)."""
     basic = []
-    if "search" in tools and backend in ("local", "local_then_web"):
+    if "search" in tools and search_backend in ("local", "local_then_web"):
         basic.append("local_search")
-    if "search" in tools and backend in ("web", "local_then_web"):
+    if "search" in tools and search_backend in ("web", "local_then_web"):
         basic.append("web_search")
     if "enhance_reasoning" in tools:
         basic.append("code_interpreter")
-    models = sorted({toolkit.mapping.model_of(a) for a in toolkit.tool_names})
-    return basic + models
+    aliases = [a for t in tools for r in TOOL_ROLES[t] for a in mapping.available(r)]
+    return basic + sorted({mapping.model_of(a) for a in aliases})
 
 
 def call_keys(toolkit: QAToolkit, call: Mapping[str, Any], result: Any) -> list[str]:
@@ -242,7 +242,8 @@ class QAEnv:
         self.judge_max_tokens = int(judge_max_tokens)
         self.expert_error_is_infra = expert_error_is_infra
         self.state = QAState(problem=str(task["question"]))
-        self.tool_names = paper_tool_names(toolkit)
+        self.tool_names = paper_tool_names(toolkit.registry.names(), toolkit.mapping,
+                                           toolkit.config.search_backend)
         self.prices = toolkit.prices
 
     def user_message(self) -> str:
