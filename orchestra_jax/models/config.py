@@ -15,6 +15,9 @@ import jax.numpy as jnp
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "save_attn_out", "save_qkv_attn_out")
 
+# attention implementations (models/attention.py): dense XLA, pure-JAX flash-style, jax.nn/cuDNN
+ATTENTION_IMPLS = ("xla", "blockwise", "cudnn")
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -41,7 +44,10 @@ class ModelConfig:
     ``param_dtype`` is the storage (master) dtype of weights; ``dtype`` the compute dtype of
     matmuls and activations (norms, softmax and RoPE always run in float32). ``scan_layers``
     stacks the layers' params on a leading ``[num_layers]`` axis and runs them with ``nn.scan``
-    (fast compile); ``remat_policy`` is one of :data:`REMAT_POLICIES`.
+    (fast compile); ``remat_policy`` is one of :data:`REMAT_POLICIES`. ``attention_impl`` is one
+    of :data:`ATTENTION_IMPLS` (see ``models/attention.py``; all give the same result within
+    float32 tolerance); ``attention_block_size`` is the query/KV tile of ``"blockwise"``.
+    Neither is part of the HF ``config.json`` (runtime choices, not weights).
     """
 
     vocab_size: int
@@ -60,6 +66,8 @@ class ModelConfig:
     dtype: Any = jnp.bfloat16
     scan_layers: bool = False
     remat_policy: str = "none"
+    attention_impl: str = "xla"
+    attention_block_size: int = 512
     bos_token_id: Optional[int] = None
     eos_token_id: Optional[int] = None
     model_type: str = "qwen3"
@@ -77,6 +85,14 @@ class ModelConfig:
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; "
                              f"expected one of {REMAT_POLICIES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention_impl {self.attention_impl!r}; "
+                             f"expected one of {ATTENTION_IMPLS}")
+        if (isinstance(self.attention_block_size, bool)
+                or not isinstance(self.attention_block_size, int)
+                or self.attention_block_size < 1):
+            raise ValueError(f"ModelConfig.attention_block_size must be a positive int, got "
+                             f"{self.attention_block_size!r}")
         object.__setattr__(self, "param_dtype", to_dtype(self.param_dtype))
         object.__setattr__(self, "dtype", to_dtype(self.dtype))
 

@@ -23,6 +23,10 @@ D=hidden, H=q heads, K=kv heads, Dh=head_dim, F=intermediate, V=vocab, N=num_lay
 The KV cache is a dict ``{'k': [N, B, S, K, Dh], 'v': [N, B, S, K, Dh]}`` in the compute dtype;
 a call with a cache writes the new tokens' keys/values at slots ``cache_index .. cache_index+L-1``
 and attends to every slot ``j <= cache_index + i`` with ``kv_mask[b, j]`` true.
+
+Attention runs through :func:`orchestra_jax.models.attention.attention`, implementation
+``config.attention_impl``; the model passes it segment ids / ``kv_mask`` / the cache index and
+never builds an ``[B, L, L]`` mask itself.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax.ad_checkpoint import checkpoint_name
 
+from orchestra_jax.models.attention import attention
 from orchestra_jax.models.config import ModelConfig
 from orchestra_jax.sharding import constrain, param_shardings, unbox
 
@@ -85,7 +90,9 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, kv_cache=None, cache_index=None, layer=None):
+    def __call__(self, x, positions, mask_args, kv_cache=None, cache_index=None, layer=None):
+        """``mask_args = (segment_ids [B, L] or None, kv_mask [B, S] or None)``; segment ids
+        apply without a cache, ``kv_mask`` with one (see :func:`attention`)."""
         c = self.config
         dt, pdt = c.dtype, c.param_dtype
         d, h, k, dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
@@ -117,14 +124,13 @@ class Attention(nn.Module):
             kk = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False)
             v = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False)
             kv_cache = (ck, cv)
-        b, lq = q.shape[:2]
-        g = h // k
-        qg = q.reshape(b, lq, k, g, dh)
-        scores = jnp.einsum("blkgd,bskd->bkgls", qg, kk.astype(dt),
-                            preferred_element_type=jnp.float32) * (dh ** -0.5)
-        scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, v.astype(dt)).reshape(b, lq, h, dh)
+        segment_ids, kv_mask = mask_args
+        if kv_cache is None:
+            out = attention(q, kk, v, impl=c.attention_impl, q_segment_ids=segment_ids,
+                            kv_segment_ids=segment_ids, block_size=c.attention_block_size)
+        else:
+            out = attention(q, kk, v, impl=c.attention_impl, q_offset=cache_index,
+                            kv_mask=kv_mask, block_size=c.attention_block_size)
         out = checkpoint_name(out, "attn_out")
         y = jnp.einsum("blhk,hkd->bld", out, wo.astype(dt))
         return y, kv_cache
@@ -164,11 +170,12 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, carry, positions, mask, cache_index, layer):
+    def __call__(self, carry, positions, mask_args, cache_index, layer):
         c = self.config
         x, kv_cache = carry
         hn = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="input_norm")(x)
-        a, kv_cache = Attention(c, name="attn")(hn, positions, mask, kv_cache, cache_index, layer)
+        a, kv_cache = Attention(c, name="attn")(hn, positions, mask_args, kv_cache, cache_index,
+                                                layer)
         x = constrain(x + a, _ACT)
         hn = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="post_attn_norm")(x)
         x = constrain(x + MLP(c, name="mlp")(hn), _ACT)
@@ -200,18 +207,11 @@ class Qwen3(nn.Module):
         emb = _param(self, "embed", (c.vocab_size, c.hidden_size), ("vocab", "embed"), pdt)
         x = constrain(jnp.take(emb, tokens, axis=0).astype(dt), _ACT)
         b, l = tokens.shape
-        if cache is None:
-            qi = jnp.arange(l)
-            mask = jnp.broadcast_to(qi[:, None] >= qi[None, :], (b, l, l))
-            if segment_ids is not None:
-                mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
-        else:
-            s = cache["k"].shape[2]
+        if cache is None:  # causal over the L tokens (+ equal segment ids): no kv_mask
+            mask_args = (segment_ids, None)
+        else:  # causal by cache slot + valid slots; segment ids do not apply
             cache_index = jnp.int32(0) if cache_index is None else cache_index
-            if kv_mask is None:  # every slot valid: causal-by-slot masking alone
-                kv_mask = jnp.ones((b, s), bool)
-            qslot = cache_index + jnp.arange(l)
-            mask = (jnp.arange(s)[None, :] <= qslot[:, None])[None] & kv_mask[:, None, :]
+            mask_args = (None, kv_mask)
         cls = DecoderLayer
         if c.remat_policy != "none":
             cls = nn.remat(cls, policy=_remat_policy(c.remat_policy),
@@ -222,11 +222,12 @@ class Qwen3(nn.Module):
                             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                             length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            (x, kv), _ = stack(c, name="layers")((x, kv), positions, mask, cache_index,
+            (x, kv), _ = stack(c, name="layers")((x, kv), positions, mask_args, cache_index,
                                                  jnp.arange(c.num_layers))
         else:
             for i in range(c.num_layers):
-                (x, kv), _ = cls(c, name=f"layers_{i}")((x, kv), positions, mask, cache_index, i)
+                (x, kv), _ = cls(c, name=f"layers_{i}")((x, kv), positions, mask_args,
+                                                        cache_index, i)
         new_cache = None if kv is None else {"k": kv[0], "v": kv[1]}
         if last_only:  # prefill only needs the next-token logits: skip the [B, L, V] projection
             x = x[:, -1:]
