@@ -14,6 +14,12 @@ long episodes never dead-end.
 Known tau2 quirks kept on purpose (so rewards match tau2's): cancelling a reservation does not
 release seats; changing flights does not touch the flight inventory; the booking API does not
 check policy rules (cabin/baggage allowance/24 h rule) — the agent must.
+
+Argument types as in tau2 (the tools get raw JSON values): where tau2 builds a pydantic model the
+value is coerced like pydantic (``"3"`` → 3 for a reservation's bag counts and payment amounts, a
+certificate amount becomes a float); elsewhere the raw value is used, so ``"1"`` non-free bags make
+the price arithmetic fail (an error, as in tau2) and a whole-number float stored by
+``update_reservation_baggages`` stays a float (a different DB hash, as in tau2).
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ import datetime as _dt
 from typing import Optional
 
 from orchestra_jax.envs.tau2.generic import calculate, transfer_to_human_agents
-from orchestra_jax.envs.tau2.toolset import (FunctionTool, ToolError, load_schema_file,
-                                             tools_from_schemas)
+from orchestra_jax.envs.tau2.toolset import (FunctionTool, ToolError, as_pyd_float, as_pyd_int,
+                                             load_schema_file, tools_from_schemas)
 
 __all__ = ["CURRENT_TIME", "AIRPORTS", "airline_tools"]
 
@@ -125,8 +131,14 @@ def _payment_for_update(user: dict, payment_id: str, total_price: int) -> Option
     if method["source"] == "gift_card":
         method["amount"] = method["amount"] - total_price
     if total_price != 0:
-        return {"payment_id": payment_id, "amount": total_price}
+        return {"payment_id": payment_id, "amount": as_pyd_int(total_price, "amount")}
     return None
+
+
+def _pyd_str(value, field: str) -> str:
+    if not isinstance(value, str):
+        raise ToolError(f"{field}: Input should be a valid string")
+    return value
 
 
 def _clean_flights(flights: list) -> list[dict]:
@@ -152,18 +164,20 @@ def book_reservation(db: dict, user_id: str, origin: str, destination: str, flig
     """
     flights = _clean_flights(flights)
     passengers = _clean_passengers(passengers)
-    payment_methods = [{"payment_id": p["payment_id"], "amount": p["amount"]}
-                       for p in payment_methods]
+    payment_methods = [{"payment_id": _pyd_str(p["payment_id"], "payment_id"),
+                        "amount": as_pyd_int(p["amount"], "amount")} for p in payment_methods]
     if cabin not in _CABINS:
         raise ToolError(f"Invalid cabin {cabin}")
     user = _user(db, user_id)
     reservation_id = _new_reservation_id(db)
-    reservation = {
+    reservation = {   # tau2's Reservation model validates (coerces) the bag counts
         "reservation_id": reservation_id, "user_id": user_id, "origin": origin,
         "destination": destination, "flight_type": flight_type, "cabin": cabin, "flights": [],
         "passengers": passengers, "payment_history": [dict(p) for p in payment_methods],
-        "created_at": CURRENT_TIME, "total_baggages": total_baggages,
-        "nonfree_baggages": nonfree_baggages, "insurance": insurance,
+        "created_at": CURRENT_TIME,
+        "total_baggages": as_pyd_int(total_baggages, "total_baggages"),
+        "nonfree_baggages": as_pyd_int(nonfree_baggages, "nonfree_baggages"),
+        "insurance": insurance,
     }
     total_price = 0
     instances = []
@@ -264,7 +278,8 @@ def send_certificate(db: dict, user_id: str, amount: int) -> str:
     for n in _new_payment_ids():
         pid = f"certificate_{n}"
         if pid not in user["payment_methods"]:
-            user["payment_methods"][pid] = {"source": "certificate", "id": pid, "amount": amount}
+            user["payment_methods"][pid] = {"source": "certificate", "id": pid,
+                                            "amount": as_pyd_float(amount, "amount")}
             return f"Certificate {pid} added to user {user_id} with amount {amount}."
     raise AssertionError("unreachable")
 

@@ -27,6 +27,14 @@ and *its* message or tool calls become the agent's action for that turn. Expert 
 priced with the response's ``cost_usd`` or, failing that, ``prices`` (a
 :class:`~orchestra_jax.tools.pricing.PriceSheet`) for the alias's model in ``mapping``.
 
+Dual control (telecom): when the domain has user tools the user simulator gets them
+(``set_tools``) and may answer with tool calls instead of a message; they run on the user's
+device DB (requestor ``"user"``, followed by the env sync), their results go back to the
+simulator (``respond_to_tools``) until it speaks to the agent. The agent never sees those calls
+(only the user's words); they are recorded for the evaluator (``recorded_actions`` carries each
+call's ``requestor``) and in ``user_calls``. Every tool call (agent's or user's) is followed by
+the domain's env sync, as tau2 does.
+
 Episode ends (``done``) when the user emits ``###STOP###``/``###TRANSFER###``/``###OUT-OF-SCOPE###``
 (``termination_reason`` ``user_stop``), the agent says ``###STOP###`` (``agent_stop``), after
 ``max_steps`` messages (``max_steps``, reward 0 as in tau2) or ``max_errors`` failed tool calls
@@ -49,7 +57,7 @@ from orchestra_jax.envs.tau2.agent_protocol import (AGENT_INSTRUCTION, EXPERT_PO
                                                     rewrite_policy_for_experts)
 from orchestra_jax.envs.tau2.domain import Domain, load_domain
 from orchestra_jax.envs.tau2.evaluator import (RewardInfo, apply_initial_state, evaluate,
-                                               evaluate_async)
+                                               evaluate_async, execute_call)
 from orchestra_jax.envs.tau2.toolset import GENERIC, FunctionTool, ToolSet
 from orchestra_jax.envs.user_sim import STOP, UserSimulator
 
@@ -59,7 +67,8 @@ __all__ = ["FunctionCallingEnv", "ExecutedCall", "ExpertCall", "AGENT_INSTRUCTIO
 
 @dataclasses.dataclass
 class ExecutedCall:
-    """A domain tool call that ran: ``by`` is ``"agent"`` or the expert alias that made it."""
+    """A domain tool call that ran: ``by`` is ``"agent"``, the expert alias that made it, or
+    ``"user"`` (a user-side device call, ``requestor == "user"``)."""
 
     name: str
     arguments: dict
@@ -69,6 +78,7 @@ class ExecutedCall:
     by: str
     turn: int
     latency_s: float
+    requestor: str = "assistant"
 
 
 @dataclasses.dataclass
@@ -94,7 +104,8 @@ class FunctionCallingEnv:
                  mapping: Any = None, prices: Any = None, max_steps: int = 200,
                  max_errors: int = 10, expert_max_tokens: int = 4096,
                  expert_temperature: float = 0.0, nl_judge: Any = None,
-                 format_instruction: Optional[bool] = None, greeting: str = GREETING):
+                 format_instruction: Optional[bool] = None, greeting: str = GREETING,
+                 max_user_tool_rounds: int = 20):
         self.domain = load_domain(domain) if isinstance(domain, str) else domain
         self.task = dict(self.domain.task(task) if isinstance(task, str) else task)
         self.original_tools: ToolSet = self.domain.require_tools()
@@ -108,6 +119,10 @@ class FunctionCallingEnv:
         self.expert_temperature = expert_temperature
         self.nl_judge = nl_judge
         self.greeting = greeting
+        self.max_user_tool_rounds = max_user_tool_rounds
+        self.user_tools: ToolSet = self.domain.user_tools
+        if len(self.user_tools) and hasattr(user, "set_tools"):
+            user.set_tools(self.user_tools.to_openai_tools())
         self.expert_mode = bool(self.experts)
         fmt = self.expert_mode if format_instruction is None else format_instruction
         self.original_system_prompt = agent_system_prompt(self.domain.policy)
@@ -126,10 +141,10 @@ class FunctionCallingEnv:
     # ------------------------------------------------------------------ state
     def _reset_state(self) -> None:
         self.db = self.domain.fresh_db()
-        self.user_db = (json.loads(json.dumps(self.domain.user_db))
-                        if self.domain.user_db is not None else None)
+        self.user_db = self.domain.fresh_user_db()
         self.history: list[dict] = []       # effective conversation, OpenAI format, no system
-        self.executed_calls: list[ExecutedCall] = []
+        self.executed_calls: list[ExecutedCall] = []   # agent/expert and user calls, in order
+        self.user_calls: list[dict] = []                # the user's tool calls + observations
         self.expert_calls: list[ExpertCall] = []
         self.agent_messages: list[str] = []
         self.turn = 0
@@ -233,7 +248,7 @@ class FunctionCallingEnv:
                 err = f"Tool '{name}' not found. Available tools: {self.tools.names()}"
                 obs, ok = f"Error: {err}", False
             else:
-                res = self.original_tools.execute(self.db, name, args)
+                res = execute_call(self.domain, self.db, self.user_db, name, args)
                 obs, ok, err = res.observation, res.ok, res.error
                 reached_domain = True
             dt = time.perf_counter() - t0
@@ -261,9 +276,46 @@ class FunctionCallingEnv:
         reply = await self._user_turn(text)
         return [reply] if reply is not None else []
 
+    def _run_user_calls(self, calls: Sequence[dict]) -> list[dict]:
+        """Run the user's device tool calls (requestor ``"user"``) → tool observations."""
+        observations = []
+        ids = [c.get("id") if isinstance(c, Mapping) else None for c in calls]
+        for i, c in enumerate(_normalise_calls(calls)):
+            name, args = c.get("name"), c.get("arguments") or {}
+            t0 = time.perf_counter()
+            if "_error" in c:
+                obs, ok, err, ran = f"Error: {c['_error']}", False, c["_error"], False
+            else:
+                res = execute_call(self.domain, self.db, self.user_db, name, args, "user")
+                obs, ok, err, ran = res.observation, res.ok, res.error, True
+            dt = time.perf_counter() - t0
+            self.steps += 2                     # the user's call message + its tool message
+            if not ok:
+                self.n_errors += 1
+            if ran:
+                self.executed_calls.append(ExecutedCall(name, dict(args), obs, ok, err, "user",
+                                                        self.turn, dt, requestor="user"))
+            self.user_calls.append({"name": name, "arguments": dict(args), "observation": obs,
+                                    "ok": ok, "turn": self.turn})
+            observations.append({"role": "tool", "tool_call_id": ids[i] if i < len(ids) else None,
+                                 "name": name, "content": obs})
+        return observations
+
     async def _user_turn(self, agent_text: str) -> Optional[dict]:
         try:
             turn = await self.user.respond(agent_text)
+            rounds = 0
+            while turn.tool_calls:
+                self.user_cost_usd += float(turn.cost_usd or 0.0)
+                self.user_latency_s += float(turn.latency_s or 0.0)
+                rounds += 1
+                if rounds > self.max_user_tool_rounds or not hasattr(self.user,
+                                                                      "respond_to_tools"):
+                    raise RuntimeError(f"user simulator made more than "
+                                       f"{self.max_user_tool_rounds} tool-call rounds in a row "
+                                       f"(or cannot take tool results)")
+                observations = self._run_user_calls(turn.tool_calls)
+                turn = await self.user.respond_to_tools(observations)
         except Exception as e:  # the user simulator's LLM failed: end, flagged, not the agent's fault
             self.error = f"user simulator failed: {type(e).__name__}: {e}"
             self.done, self.termination_reason = True, "user_error"
@@ -358,8 +410,10 @@ class FunctionCallingEnv:
 
     # ------------------------------------------------------------------ scoring
     def recorded_actions(self) -> list[dict]:
-        """Every domain call that ran (agent's and experts'), in call order, for the evaluator."""
-        return [{"name": c.name, "arguments": c.arguments} for c in self.executed_calls]
+        """Every domain call that ran (agent's, experts' and the user's), in call order, with its
+        ``requestor``, for the evaluator."""
+        return [{"name": c.name, "arguments": c.arguments, "requestor": c.requestor}
+                for c in self.executed_calls]
 
     def _eval_args(self, termination_reason: Optional[str]) -> tuple:
         convo = [m for m in self.history if m.get("content")]
@@ -391,6 +445,7 @@ class FunctionCallingEnv:
                 "messages": self.messages, "executed_calls": [dataclasses.asdict(c)
                                                               for c in self.executed_calls],
                 "expert_calls": [dataclasses.asdict(c) for c in self.expert_calls],
+                "user_calls": list(self.user_calls),
                 "agent_messages": list(self.agent_messages), **self._summary(),
                 "user_cost_usd": self.user_cost_usd, "user_latency_s": self.user_latency_s,
                 "reward": None if self._reward_info is None else self._reward_info.reward}

@@ -46,7 +46,8 @@ from orchestra_jax.envs.tau2.toolset import ToolCallResult
 
 __all__ = ["RewardInfo", "canonical_json", "db_hash", "replay", "evaluate", "evaluate_async",
            "evaluate_actions", "pass_hat_k", "DEFAULT_REWARD_BASIS", "REWARD_TYPES",
-           "NLJudge", "LLMNLJudge", "apply_initial_state", "run_env_function"]
+           "NLJudge", "LLMNLJudge", "apply_initial_state", "run_env_function",
+           "execute_call"]
 
 REWARD_TYPES = ("DB", "ENV_ASSERTION", "ACTION", "COMMUNICATE", "NL_ASSERTION")
 DEFAULT_REWARD_BASIS = ("DB", "COMMUNICATE")
@@ -111,6 +112,13 @@ def _call(domain: Domain, db: dict, user_db: Optional[dict], name: str, argument
             msg = f"{type(e).__name__}: {e}"
             return ToolCallResult(res.name, res.arguments, f"Error: {msg}", False, msg)
     return res
+
+
+def execute_call(domain: Domain, db: dict, user_db: Optional[dict], name: str, arguments: Any,
+                 requestor: str = "assistant") -> ToolCallResult:
+    """Run one episode tool call on its requestor's side, followed by the env sync (tau2
+    ``Environment.get_response``). Never raises."""
+    return _call(domain, db, user_db, name, arguments, requestor, sync=True)
 
 
 def run_env_function(domain: Domain, db: dict, user_db: Optional[dict], env_type: str,

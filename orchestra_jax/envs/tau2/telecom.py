@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 from orchestra_jax.envs.tau2.generic import transfer_to_human_agents
 from orchestra_jax.envs.tau2.toolset import (GENERIC, READ, WRITE, FunctionTool, ToolError,
-                                             ToolSet)
+                                             ToolSet, as_pyd_float, as_pyd_int)
 
 __all__ = ["TODAY", "telecom_toolset", "telecom_sync", "normalise_telecom_db",
            "as_pyd_float", "as_pyd_int"]
@@ -56,45 +56,6 @@ _DEFAULTS = {
 _FLOAT_FIELDS = {"plans": ("data_limit_gb", "price_per_month", "data_refueling_price_per_gb"),
                  "lines": ("data_used_gb", "data_refueling_gb"),
                  "customers": ("goodwill_credit_used_this_year",), "bills": ("total_due",)}
-
-
-# ---------------------------------------------------------------------------------------------
-# pydantic-like coercion (where tau2 validates a value through a model field)
-# ---------------------------------------------------------------------------------------------
-def as_pyd_float(value: Any, field: str = "value") -> float:
-    """pydantic v2 lax ``float``: numbers and numeric strings (``"2"``, ``" 2.5 "``)."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().replace("_", ""))
-        except ValueError:
-            pass
-    raise ToolError(f"{field}: Input should be a valid number, got {value!r}")
-
-
-def as_pyd_int(value: Any, field: str = "value") -> int:
-    """pydantic v2 lax ``int``: ints, bools, whole floats, integer strings (``"3"``, ``"3.0"``)."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip().replace("_", "")
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                f = float(text)
-            except ValueError:
-                f = None
-            if f is not None and f.is_integer() and "e" not in text.lower():
-                return int(f)
-    raise ToolError(f"{field}: Input should be a valid integer, got {value!r}")
 
 
 def normalise_telecom_db(db: dict) -> dict:

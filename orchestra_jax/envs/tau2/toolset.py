@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import jsonschema
 
-__all__ = ["ToolError", "FunctionTool", "ToolSet", "ToolCallResult", "to_observation"]
+__all__ = ["ToolError", "FunctionTool", "ToolSet", "ToolCallResult", "to_observation",
+           "as_pyd_int", "as_pyd_float"]
 
 # tau2 ToolType values.
 READ, WRITE, GENERIC, THINK = "read", "write", "generic", "think"
@@ -91,6 +92,47 @@ def to_observation(value: Any) -> str:
     if isinstance(value, bool) or isinstance(value, (int, float)):
         return str(value)
     return json.dumps(value, default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# pydantic-like coercion (used by tau2-domain tools where tau2 builds a pydantic model)
+# ---------------------------------------------------------------------------------------------
+def as_pyd_float(value: Any, field: str = "value") -> float:
+    """pydantic v2 lax ``float``: numbers and numeric strings (``"2"``, ``" 2.5 "``)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().replace("_", ""))
+        except ValueError:
+            pass
+    raise ToolError(f"{field}: Input should be a valid number, got {value!r}")
+
+
+def as_pyd_int(value: Any, field: str = "value") -> int:
+    """pydantic v2 lax ``int``: ints, bools, whole floats, integer strings (``"3"``, ``"3.0"``)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                f = None
+            if f is not None and f.is_integer() and "e" not in text.lower():
+                return int(f)
+    raise ToolError(f"{field}: Input should be a valid integer, got {value!r}")
+
+
 
 
 def _coerce_integers(value: Any, schema: Mapping[str, Any]) -> Any:
