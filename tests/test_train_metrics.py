@@ -55,17 +55,20 @@ def _scalars(events):
 
 def test_rows_json_safe_flushed_and_validated(tmp_path):
     w = MetricsWriter(tmp_path, tensorboard=False)
+    w.write(0, {"heldout_loss": 3.0})       # step 0: evaluation before training, free-form
     row = w.write(1, _row(jnp.float32(1.25), lr=np.float64(1e-6), nan=float("nan"),
                           inf=jnp.inf, tokens=np.int64(4096), hist=jnp.arange(3),
                           ok=np.bool_(True)))
     # visible before close (flushed per write)
-    (got,) = read_metrics(tmp_path)
+    (_, got) = read_metrics(tmp_path)
     assert got == row and list(got)[0] == "step"
     assert got["loss"] == 1.25 and got["nan"] is None and got["inf"] is None
     assert got["tokens"] == 4096 and got["hist"] == [0, 1, 2] and got["ok"] is True
-    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == got
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1]) == got
     with pytest.raises(ValueError, match=r"lack required keys \['grad_norm'"):
         w.write(2, {"loss": 1.0})
+    with pytest.raises(ValueError, match="step 0 written after step 1"):
+        w.write(0, {"heldout_loss": 1.0})
     with pytest.raises(ValueError, match="step 1 written after step 1"):
         w.write(1, _row(1.0))
     with pytest.raises(TypeError, match="metric 'bad' at step 2"):
@@ -76,7 +79,7 @@ def test_rows_json_safe_flushed_and_validated(tmp_path):
 
 
 def test_resume_drops_rows_after_checkpoint_step(tmp_path):
-    with MetricsWriter(tmp_path, progress_total=6) as w:
+    with MetricsWriter(tmp_path, total_steps=6) as w:
         for s in range(1, 7):
             w.write(s, _row(10.0 - s))
         assert w._bar.n == 6
@@ -84,7 +87,7 @@ def test_resume_drops_rows_after_checkpoint_step(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 7, "lo')
     # the run resumes from the checkpoint of step 4: steps 5, 6 (and the torn 7) are redone
-    with MetricsWriter(tmp_path, start_step=4) as w:
+    with MetricsWriter(tmp_path, resume_step=4) as w:
         assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
         for s in range(5, 8):
             w.write(s, _row(100.0 + s))
@@ -117,11 +120,12 @@ def test_phase_timer(monkeypatch):
     clock = iter([0.0, 0.25, 1.0, 3.0, 3.5, 3.75])
     monkeypatch.setattr(M.time, "perf_counter", lambda: next(clock))
     t = PhaseTimer()
-    with t("data"):
+    with t.phase("data"):
         pass
-    with t("step"):
+    with t.phase("step"):
         pass
-    with t("data"):
+    with t.phase("data"):
         pass
+    assert t.metrics() == {"time/data_s": 0.5, "time/step_s": 2.0}
     assert t.pop() == {"time/data_s": 0.5, "time/step_s": 2.0}
     assert t.pop() == {}

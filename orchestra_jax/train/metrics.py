@@ -2,23 +2,24 @@
 
 ::
 
-    writer = MetricsWriter(workdir, start_step=restored_step)    # 0 on a fresh run
+    writer = MetricsWriter(workdir, resume_step=restored_step, total_steps=total)  # 0: fresh
     timer = PhaseTimer()
-    for step in range(start + 1, total + 1):
-        with timer("data"):
+    for step in range(restored_step + 1, total + 1):
+        with timer.phase("data"):
             batch = next(it)
-        with timer("step"):
+        with timer.phase("step"):
             state, out = train_step(state, batch)
             jax.block_until_ready(out)          # time the work, not the async dispatch
         writer.write(step, {**out, "tokens_per_s": ..., "step_s": ..., **timer.pop()})
     writer.close()
 
 ``metrics.jsonl`` holds one JSON object per step (``step`` first), appended and flushed (+fsync)
-each write, so a killed run loses at most the row being written. Every row must carry
-:data:`REQUIRED_KEYS`. Values are made JSON-safe: JAX/NumPy scalars become Python numbers,
+each write, so a killed run loses at most the row being written. Every training-step row
+(step >= 1) must carry :data:`REQUIRED_KEYS`; step 0 is free for pre-training evaluations.
+Steps must increase. Values are made JSON-safe: JAX/NumPy scalars become Python numbers,
 non-finite floats become ``null``, small arrays become lists.
 
-Resume: ``start_step=S`` (the checkpoint step the run continues from) first rewrites
+Resume: ``resume_step=S`` (the checkpoint step the run continues from) first rewrites
 ``metrics.jsonl`` atomically without rows whose step is > S (they belong to steps that will be
 trained again), and TensorBoard is told to purge events after S, so no step appears twice.
 
@@ -112,22 +113,30 @@ def truncate_metrics(path: str | os.PathLike, after_step: int) -> int:
 
 
 class PhaseTimer:
-    """Wall-clock per named phase: ``with timer("data"): …``; :meth:`pop` returns
-    ``{"time/<phase>_s": seconds}`` summed since the last pop, and resets."""
+    """Wall-clock per named phase: ``with timer.phase("data"): …``.
+
+    :meth:`metrics` gives ``{"time/<phase>_s": seconds}`` summed over the phase's uses;
+    :meth:`pop` gives the same and resets (one timer across steps).
+    """
 
     def __init__(self):
         self._acc: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
+    def phase(self, phase: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self._acc[phase] = self._acc.get(phase, 0.0) + time.perf_counter() - t0
 
+    __call__ = phase
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time/{k}_s": v for k, v in self._acc.items()}
+
     def pop(self) -> dict[str, float]:
-        out = {f"time/{k}_s": v for k, v in self._acc.items()}
+        out = self.metrics()
         self._acc = {}
         return out
 
@@ -135,15 +144,15 @@ class PhaseTimer:
 class MetricsWriter:
     """Per-step metrics to ``WORKDIR/metrics.jsonl`` + TensorBoard (+ optional tqdm bar).
 
-    start_step: the step this run resumes from (rows after it are dropped first; 0 = fresh run).
+    resume_step: the step this run resumes from (rows after it are dropped first; 0 = fresh run).
     enabled: write at all (default: process 0 only). tensorboard: event files under
-    ``WORKDIR/tensorboard`` (tensorboardX, no TensorFlow). progress_total: show a tqdm bar up to
-    this step. required: keys every row must have (default :data:`REQUIRED_KEYS`).
+    ``WORKDIR/tensorboard`` (tensorboardX, no TensorFlow). total_steps: show a tqdm bar up to
+    this step. required: keys every step >= 1 row must have (default :data:`REQUIRED_KEYS`).
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, start_step: int = 0,
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int = 0,
                  enabled: Optional[bool] = None, tensorboard: bool = True,
-                 progress_total: Optional[int] = None,
+                 total_steps: Optional[int] = None,
                  required: Sequence[str] = REQUIRED_KEYS):
         if enabled is None:
             import jax
@@ -152,29 +161,33 @@ class MetricsWriter:
         self.workdir = pathlib.Path(workdir)
         self.path = self.workdir / METRICS_FILE
         self.required = tuple(required)
-        self.start_step = int(start_step)
-        self.last_step = self.start_step
+        self.resume_step = int(resume_step)
+        self.last_step = -1
         self._tb = None
         self._bar = None
         self._f = None
         if not self.enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        truncate_metrics(self.path, self.start_step)
+        truncate_metrics(self.path, self.resume_step)
+        self.last_step = max((int(r["step"]) for r in read_metrics(self.path)), default=-1)
         self._f = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
+            # the default file name has 1 s resolution: a quick restart would overwrite the
+            # previous run's events, hence a unique suffix
             self._tb = SummaryWriter(str(self.workdir / TB_DIR),
-                                     purge_step=self.start_step + 1 if self.start_step else None)
-        if progress_total:
+                                     purge_step=self.resume_step + 1 if self.resume_step else None,
+                                     filename_suffix=f".{os.getpid()}.{time.time_ns()}")
+        if total_steps:
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=int(progress_total), initial=self.start_step, unit="step",
+            self._bar = tqdm(total=int(total_steps), initial=self.resume_step, unit="step",
                              dynamic_ncols=True)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict:
         """Appends one row (``{"step": step, **metrics}``, JSON-safe) and returns it."""
         step = int(step)
-        missing = [k for k in self.required if k not in metrics]
+        missing = [k for k in self.required if k not in metrics] if step > 0 else []
         if missing:
             raise ValueError(f"metrics for step {step} lack required keys {missing}")
         if "step" in metrics and int(metrics["step"]) != step:
@@ -188,7 +201,7 @@ class MetricsWriter:
                     raise TypeError(f"metric {k!r} at step {step}: {e}") from None
         if step <= self.last_step and self.enabled:
             raise ValueError(f"step {step} written after step {self.last_step} (steps must "
-                             "increase; resume with start_step= to rewind)")
+                             "increase; resume with resume_step= to rewind)")
         self.last_step = step
         if not self.enabled:
             return row
