@@ -1,10 +1,11 @@
 """Replay every task's gold actions through our tau2 tools + evaluator and report the scores.
 
-    .venv/bin/python experiments/tau2_gold_check.py                  # airline retail
+    .venv/bin/python experiments/tau2_gold_check.py                  # airline retail telecom
     .venv/bin/python experiments/tau2_gold_check.py airline --verbose
     ORCHESTRA_TAU2_DATA=/path/to/tau2 .venv/bin/python experiments/tau2_gold_check.py retail
 
-Each task is scored with its gold actions as the episode's calls and its ``communicate_info``
+Each task is scored with its gold actions (agent and, in telecom, user-side device actions, each
+run on its requestor's side) as the episode's calls and its ``communicate_info``
 strings as the agent's messages; a correct environment gives 1.0 for every task whose reward
 does not depend on an NL judge or on env assertions the gold actions do not satisfy. Gold
 actions that fail (some tasks include deliberately failing lookups or writes, as in tau2) are
@@ -22,7 +23,7 @@ from orchestra_jax.envs.tau2 import evaluate, load_domain
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("domains", nargs="*", default=["airline", "retail"])
+    ap.add_argument("domains", nargs="*", default=["airline", "retail", "telecom"])
     ap.add_argument("--verbose", action="store_true", help="list failing gold calls per task")
     args = ap.parse_args(argv)
     bad = 0
@@ -35,7 +36,8 @@ def main(argv=None) -> int:
             actions = [{"name": a["name"], "arguments": a["arguments"],
                         "requestor": a.get("requestor") or "assistant"}
                        for a in crit.get("actions") or []]
-            info = evaluate(domain, task, actions, list(crit.get("communicate_info") or []))
+            info = evaluate(domain, task, actions, list(crit.get("communicate_info") or []),
+                            termination_reason="user_stop")
             scores.append(info.reward)
             if info.gold_errors:
                 with_errors += 1
