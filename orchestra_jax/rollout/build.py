@@ -270,6 +270,15 @@ class RolloutParts:
         tasks = list(self.domain().tasks)
         return tasks[:s.limit] if s.limit else tasks
 
+    def get_index(self) -> Any:
+        """The local search index (``index_dir``, else built from the bundled mini corpus),
+        loaded on first use: setups without ``search`` never pay for it."""
+        if self.index is None and self.spec.search_backend != "web":
+            from orchestra_jax.tools.retrieval import LocalSearchIndex
+            self.index = (LocalSearchIndex.load(self.spec.index_dir) if self.spec.index_dir
+                          else LocalSearchIndex.build(MINI_CORPUS))
+        return self.index
+
     def domain(self) -> Any:
         if self._domain is None:
             from orchestra_jax.envs.tau2.domain import load_domain
@@ -291,8 +300,9 @@ class RolloutParts:
         s = self.spec
         instruction = "" if setup.preference is None else setup.preference.instruction
         if s.env == "qa":
+            index = self.get_index() if "search" in setup.tools else None
             kit = QAToolkit(mapping=setup.mapping, experts=self.experts, prices=setup.prices,
-                            index=self.index,
+                            index=index,
                             config=QAToolkitConfig(tools=setup.tools, top_k_docs=s.top_k_docs,
                                                    search_backend=s.search_backend,
                                                    search_once=s.search_once,
@@ -414,11 +424,6 @@ def build_rollout(cfg: Any, *, preferences: Any = None, engine: Any = None,
             experts["policy-self"] if isinstance(experts, _EveryModel) else None)
         if spec.env == "tau2" and user_model is None:
             raise ValueError("env='tau2' needs user_sim = a model name in expert_specs")
-        index = None
-        if spec.env == "qa" and spec.search_backend != "web":
-            from orchestra_jax.tools.retrieval import LocalSearchIndex
-            index = (LocalSearchIndex.load(spec.index_dir) if spec.index_dir
-                     else LocalSearchIndex.build(MINI_CORPUS))
     except Exception:
         while servers:
             servers.pop().stop()
@@ -431,7 +436,7 @@ def build_rollout(cfg: Any, *, preferences: Any = None, engine: Any = None,
                        limits=ContextLimits(max_prompt_tokens=spec.max_prompt_tokens,
                                             max_new_tokens_per_turn=spec.max_new_tokens_per_turn))
     return RolloutParts(spec=spec, engine=engine, tokenizer=tokenizer, episode_config=ep,
-                        experts=experts, judge=judge, user_model=user_model, index=index,
+                        experts=experts, judge=judge, user_model=user_model,
                         model_config=model_config, params=params, servers=servers,
                         preferences=preferences)
 

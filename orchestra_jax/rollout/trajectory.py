@@ -13,7 +13,7 @@ keys ``tool_names`` the paper's way (basic tools + concrete models; v1 keyed the
 v1 records still load (new fields take their defaults, ``schema_version`` stays 1).
 
 :func:`group_validity` is the mask the reward / advantage code takes (``[G]`` for one task's
-group, ``valid_mask=`` of ``rl.rewards.ragged_preference_reward``): infrastructure failures never
+group, the ``mask`` of ``rl.rewards.preference_reward`` / ``grpo_advantages``): infrastructure failures never
 become negative samples. :func:`reward_inputs` builds the Eq. 2 inputs of one group.
 """
 
@@ -233,8 +233,8 @@ def reward_inputs(trajs: Sequence[Trajectory], default_preference: Optional[Sequ
     trajectory without P uses ``default_preference``. Invalid rows get zero features."""
     if not trajs:
         raise ValueError("reward_inputs needs at least one trajectory")
-    names = list(trajs[0].tool_names)
     mask = group_validity(trajs)
+    names = list(next((t for t, ok in zip(trajs, mask) if ok), trajs[0]).tool_names)
     prefs = {tuple(t.preference) for t, ok in zip(trajs, mask) if ok and t.preference is not None}
     for t, ok in zip(trajs, mask):
         if ok and list(t.tool_names) != names:
