@@ -139,8 +139,13 @@ def usage_of(traj: Any) -> tuple[dict, dict, dict, list[str]]:
 
 def infra_error_of(traj: Any, extra_problems: Sequence[str] = ()) -> Optional[str]:
     """Why the example failed for reasons outside the policy, or None (see module docstring)."""
-    explicit = getattr(traj, "infra_error", None)
-    problems = [str(explicit)] if explicit else []
+    explicit = getattr(traj, "infra_error", None)   # trajectory schema v2: bool + infra_reason
+    problems = []
+    if explicit:
+        problems.append(str(getattr(traj, "infra_reason", None) or explicit))
+    for t in getattr(traj, "turns", []) or []:
+        if getattr(t, "infra_error", None) and str(t.infra_error) not in " ".join(problems):
+            problems.append(str(t.infra_error))
     info = getattr(traj, "info", None) or {}
     if getattr(traj, "finish_reason", "") == "error":
         problems.append(f"episode error: {getattr(traj, 'error', None)}")
