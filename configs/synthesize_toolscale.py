@@ -34,5 +34,6 @@ def get_config():
     c.max_retries = 2              # [ours] re-asks after an invalid output, then dropped
     c.timeout_s = 120.0
     c.llm_num_intents = 8
+    c.llm_validate_sample = 8      # [ours] entries the LLM validator checks (paper Table 9)
     c.llm_tools_fallback = True    # [ours] no valid LLM tools -> schema-derived tools
     return c

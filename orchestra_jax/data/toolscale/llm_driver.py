@@ -33,7 +33,6 @@ from orchestra_jax.envs.tau2.spec_tools import toolset_from_spec
 
 __all__ = ["LLMDriver", "extract_json", "Journal"]
 
-_VALIDATE_SAMPLE = 8    # [ours] entries checked by the LLM validator
 _ENTRIES_PER_SUBJECT = 5
 
 
@@ -85,11 +84,12 @@ class LLMDriver:
     name = "llm"
 
     def __init__(self, chat: Callable[[list], str], *, max_retries: int = 2,
-                 num_intents: int = 8, tools_fallback: bool = True):
+                 num_intents: int = 8, tools_fallback: bool = True, validate_sample: int = 8):
         self.chat = chat
         self.max_retries = max_retries
         self.num_intents = num_intents
         self.tools_fallback = tools_fallback
+        self.validate_sample = validate_sample
         self.calls = 0
         self.journal: Optional[Journal] = None
 
@@ -108,7 +108,8 @@ class LLMDriver:
                 messages, max_tokens=config.max_tokens, temperature=config.temperature))
             return resp.text or ""
         return cls(chat, max_retries=config.max_retries, num_intents=config.llm_num_intents,
-                   tools_fallback=config.llm_tools_fallback)
+                   tools_fallback=config.llm_tools_fallback,
+                   validate_sample=config.llm_validate_sample)
 
     # -- one validated model call ---------------------------------------------------------
     def ask(self, ctx: SynthesisContext, stage: str, key: str, prompt: str, schema: dict,
@@ -188,16 +189,17 @@ class LLMDriver:
 
     def _validate_sample(self, ctx: SynthesisContext, db: dict) -> None:
         from orchestra_jax.data.toolscale.schema import collection_json_schema, infer_collections
-        for info in infer_collections(db)[:3]:
+        sample = [(info, keys, rec) for info in infer_collections(db)
+                  for keys, rec in list(iter_records(db, info))[:2]][:self.validate_sample]
+        for info, keys, rec in sample:
             schema = json.dumps(collection_json_schema(info))[:2000]
-            for keys, rec in list(iter_records(db, info))[:_VALIDATE_SAMPLE // 2]:
-                verdict = self.ask(ctx, "validate", "/".join([*info.path, *keys]),
-                                   prompts.VALIDATE.format(schema=schema,
-                                                           entry=json.dumps(rec)[:2000]),
-                                   prompts.VALIDATE_SCHEMA)
-                if verdict is not None:
-                    ctx.counts["validate.satisfied" if all(verdict.values())
-                               else "validate.not_satisfied"] += 1
+            verdict = self.ask(ctx, "validate", "/".join([*info.path, *keys]),
+                               prompts.VALIDATE.format(schema=schema,
+                                                       entry=json.dumps(rec)[:2000]),
+                               prompts.VALIDATE_SCHEMA)
+            if verdict is not None:
+                ctx.counts["validate.satisfied" if all(verdict.values())
+                           else "validate.not_satisfied"] += 1
 
     def tools(self, ctx: SynthesisContext) -> list[dict]:
         derived = derive_tools(ctx.db, ctx.infos, max_tools=ctx.config.max_tools)

@@ -62,6 +62,7 @@ class SynthesisConfig:
     max_retries: int = 2                 # re-asks after an invalid output, then dropped
     timeout_s: float = 120.0
     llm_num_intents: int = 8
+    llm_validate_sample: int = 8         # [ours] entries the LLM validator checks (Table 9)
     llm_tools_fallback: bool = True      # no valid LLM tools → schema-derived tools
 
 
