@@ -114,8 +114,8 @@ def test_preference_augmented_variants(tmp_path, manual, shared_data):
 
     # from a callable (the preference generator's API): deterministic per example id
     def sample(rng, tool_names):
-        p = rng.random(len(tool_names) + 3)
-        return f"weights {np.round(p, 2).tolist()}", p.tolist()
+        p = [rng.random() for _ in range(len(tool_names) + 3)]
+        return f"weights {np.round(p, 2).tolist()}", p
 
     tools = ["search-1", "reasoner-1", "answer-1"]
     for name in ("pref_fn_a", "pref_fn_b"):
@@ -126,6 +126,14 @@ def test_preference_augmented_variants(tmp_path, manual, shared_data):
     assert all(len(e["preference"]) == len(tools) + 3 for e in a)
     assert all(e["preference"] == pytest.approx(b[e["id"]]["preference"]) for e in a)
     assert len({tuple(e["preference"]) for e in a}) == len(a)   # not one vector for all
+
+    # the preference generator's own sampler (returns a Preference; takes a split)
+    from orchestra_jax.data.preferences import sample_preference
+    build_dataset("tau2", data_dir=str(dd), name="pref_gen", preference_fn=sample_preference,
+                  tool_names=tools, source=str(shared_data / "tau2/domains/airline/tasks.json"))
+    gen = _all("tau2", dd, "pref_gen", "train")
+    assert all(len(e["preference"]) == len(tools) + 3 for e in gen)
+    assert len({e["preference_instruction"] for e in gen}) > 1
 
     def bad(rng, tool_names):
         return "x", [1.0]

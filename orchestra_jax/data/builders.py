@@ -14,8 +14,9 @@ iterated with grain (:mod:`orchestra_jax.data.iterators`). Never use ``tfds.load
 | ``oj_general_thought/<config>`` | ``manual_dir`` (see ``GENERAL_THOUGHT_HELP``) | train      |
 
 Preference-augmented variants (paper §3.3 / App. F): give a config ``preferences`` (a JSONL of
-``{"instruction", "P", "split"}`` pairs) or pass ``preference_fn(rng, tool_names) ->
-(instruction, P)`` to the builder (e.g. ``orchestra_jax.data.preferences.sample_preference``);
+``{"instruction", "P", "split"}`` pairs) or pass ``preference_fn(rng: random.Random, tool_names
+[, split]) -> (instruction, P)`` (or an object with ``.instruction``/``.vector``) to the builder,
+e.g. ``orchestra_jax.data.preferences.sample_preference``;
 train-split examples draw from the train pairs, test-split examples from the eval pairs, each
 example's pair fixed by a hash of (its id, ``preference_seed``).
 
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
+import random
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -41,7 +44,9 @@ __all__ = ["DataConfig", "OjTau2Tasks", "OjToolscaleTasks", "OjFrames", "OjHle",
            "OjGeneralThought", "BUILDERS", "build_dataset", "load_split", "decode_example"]
 
 FILE_FORMAT = "array_record"
-PreferenceFn = Callable[[np.random.Generator, Sequence[str]], tuple[str, Sequence[float]]]
+# fn(rng: random.Random, tool_names[, split="train"|"test"]) -> (instruction, P) or an object
+# with .instruction / .vector (orchestra_jax.data.preferences.sample_preference fits).
+PreferenceFn = Callable[..., Any]
 
 
 @dataclasses.dataclass
@@ -116,8 +121,18 @@ class _Base(tfds.core.GeneratorBasedBuilder):
             tools = list(cfg.tool_names) if cfg is not None else []
             if not tools:
                 raise ValueError("preference_fn given but the config has no tool_names")
-            rng = np.random.default_rng(_stable_int(ex_id, seed, split))
-            instr, vec = self._preference_fn(rng, tools)
+            rng = random.Random(_stable_int(ex_id, seed, split))
+            fn = self._preference_fn
+            try:
+                takes_split = "split" in inspect.signature(fn).parameters
+            except (TypeError, ValueError):
+                takes_split = False
+            out = (fn(rng, tools, split="train" if split == "train" else "test")
+                   if takes_split else fn(rng, tools))
+            if hasattr(out, "instruction") and hasattr(out, "vector"):   # preferences.Preference
+                instr, vec = out.instruction, out.vector
+            else:
+                instr, vec = out
             vec = [float(x) for x in vec]
             if len(vec) != len(tools) + 3:
                 raise ValueError(f"preference_fn returned P of length {len(vec)}; expected "
