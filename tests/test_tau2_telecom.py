@@ -147,7 +147,7 @@ def test_dual_control_episode_with_scripted_user(tel):
         assert done and info["termination_reason"] == "user_stop"
 
     asyncio.run(run())
-    assert [(a["name"], a["requestor"]) for a in env.recorded_actions()] == [
+    assert [(a["name"], a.get("requestor", "assistant")) for a in env.recorded_actions()] == [
         ("toggle_data", "user"), ("refuel_data", "assistant")]
     # the agent never sees the user's tool calls, only their words
     assert all(m.get("name") != "toggle_data" for m in env.messages)
@@ -191,6 +191,29 @@ def test_llm_user_simulator_gets_device_tools_and_tool_results(tel):
     assert env.recorded_actions() == [{"name": "check_status_bar", "arguments": {},
                                        "requestor": "user"}]
     assert sim.messages[-2]["role"] == "tool" and sim.messages[-3]["tool_calls"]
+
+
+def test_agent_calling_a_device_tool_fails_but_counts_for_action(tel):
+    """tau2 keeps every call in the trajectory: the agent's toggle_data fails (not its tool),
+    yet ACTION matches it by name; the state is unchanged so ENV_ASSERTION still fails."""
+    task = copy.deepcopy(_task(tel, "[mobile_data_issue]data_mode_off|data_usage_exceeded"))
+    env = FunctionCallingEnv(tel, task, ScriptedUser(["hi", "bye ###STOP###"]))
+
+    async def run():
+        await env.reset()
+        obs, _, _ = await env.step({"tool_calls": [{"name": "toggle_data", "arguments": {}},
+                                                   {"name": "refuel_data", "arguments": {
+                                                       "customer_id": "C1001",
+                                                       "line_id": "L1002", "gb_amount": 2.0}}]})
+        assert obs[0]["content"].startswith("Error: Tool 'toggle_data' not found")
+        await env.step("done")
+
+    asyncio.run(run())
+    assert env.recorded_actions()[0] == {"name": "toggle_data", "arguments": {}}
+    task["evaluation_criteria"]["reward_basis"] = ["ACTION"]
+    assert env.final_reward() == 1.0
+    task["evaluation_criteria"]["reward_basis"] = ["ENV_ASSERTION", "ACTION"]
+    assert env.final_reward() == 0.0
 
 
 def test_runaway_user_tool_loop_ends_the_episode(tel):

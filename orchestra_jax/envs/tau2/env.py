@@ -31,8 +31,8 @@ Dual control (telecom): when the domain has user tools the user simulator gets t
 (``set_tools``) and may answer with tool calls instead of a message; they run on the user's
 device DB (requestor ``"user"``, followed by the env sync), their results go back to the
 simulator (``respond_to_tools``) until it speaks to the agent. The agent never sees those calls
-(only the user's words); they are recorded for the evaluator (``recorded_actions`` carries each
-call's ``requestor``) and in ``user_calls``. Every tool call (agent's or user's) is followed by
+(only the user's words); they are recorded for the evaluator (``recorded_actions`` marks them
+``"requestor": "user"``) and in ``user_calls``. Every tool call (agent's or user's) is followed by
 the domain's env sync, as tau2 does.
 
 Episode ends (``done``) when the user emits ``###STOP###``/``###TRANSFER###``/``###OUT-OF-SCOPE###``
@@ -247,6 +247,9 @@ class FunctionCallingEnv:
                     self.expert_mode and by == "agent" and name == "transfer_to_human_agents"):
                 err = f"Tool '{name}' not found. Available tools: {self.tools.names()}"
                 obs, ok = f"Error: {err}", False
+                # tau2 keeps every call in the trajectory: an unknown name (e.g. a user device
+                # tool the agent tried) still counts for the ACTION check, and replays as an error
+                reached_domain = name != "call_expert" and name not in self.original_tools
             else:
                 res = execute_call(self.domain, self.db, self.user_db, name, args)
                 obs, ok, err = res.observation, res.ok, res.error
@@ -410,9 +413,11 @@ class FunctionCallingEnv:
 
     # ------------------------------------------------------------------ scoring
     def recorded_actions(self) -> list[dict]:
-        """Every domain call that ran (agent's, experts' and the user's), in call order, with its
-        ``requestor``, for the evaluator."""
-        return [{"name": c.name, "arguments": c.arguments, "requestor": c.requestor}
+        """Every domain call that ran (agent's, experts' and the user's — the latter with
+        ``"requestor": "user"``), in call order, for the evaluator. An agent call to an unknown
+        tool is kept (it failed; tau2 keeps it in the trajectory too)."""
+        return [{"name": c.name, "arguments": c.arguments,
+                 **({"requestor": "user"} if c.requestor == "user" else {})}
                 for c in self.executed_calls]
 
     def _eval_args(self, termination_reason: Optional[str]) -> tuple:
