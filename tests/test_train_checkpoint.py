@@ -174,3 +174,15 @@ def test_export_hf_round_trip(tmp_path):
     cfg2, loaded = models.load_hf_checkpoint(out)
     assert cfg2.hidden_size == CFG.hidden_size
     _equal(loaded, params)
+
+
+def test_interrupted_save_is_invisible(saved, tmp_path):
+    d = _copy(saved, tmp_path)
+    # what a kill -9 during the save of step 4 leaves behind: Orbax's uncommitted temp dir
+    partial = d / "4.orbax-checkpoint-tmp-1795965944123"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "manifest.ocdbt").write_bytes(b"\x00" * 10)
+    ck = Checkpointer(d)
+    assert ck.latest_step() == 3 and ck.all_steps() == [2, 3]
+    st, meta = ck.restore(_target(make_mesh((1, 1, 1))))
+    assert meta["policy_version"] == 3
