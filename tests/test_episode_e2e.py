@@ -91,8 +91,12 @@ def test_scripted_qa_episode_search_reason_answer(world, tmp_path):
     names = [t.calls[0]["name"] for t in traj.turns]
     assert names == ["search", "enhance_reasoning", "answer"]
     counts = dict(zip(traj.tool_names, traj.tool_counts))
-    assert counts["search-3"] == counts["reasoner-3"] == counts["answer-4"] == 1
-    assert sum(traj.tool_counts) == 3
+    # paper-keyed counts: search-3 and answer-4 are both Qwen3-32B; search used the local index,
+    # reasoner-3 (Qwen2.5-Coder-32B) the code interpreter
+    assert {k: v for k, v in counts.items() if v} == {
+        "local_search": 1, "code_interpreter": 1, "Qwen/Qwen3-32B": 2,
+        "Qwen/Qwen2.5-Coder-32B-Instruct": 1}
+    assert traj.info["alias_counts"] == {"search-3": 1, "reasoner-3": 1, "answer-4": 1}
     # search hit the real index: the Canberra document was retrieved
     search = traj.turns[0].tool_results[0]
     assert any("canberra" in d for d in search["extra"]["doc_ids"])
@@ -230,13 +234,16 @@ def test_grading_rules_and_local_judge(world):
     assert asyncio.run(grade_answer("", "x")).valid is False
     assert asyncio.run(grade_answer("word " * 501, "word")).method == "invalid"
     # the judge path with a real local ChatModel (scripted engine emits the verdict)
-    for verdict, want in (("<correct>True</correct>", True), ("<correct>False</correct>", False),
-                          ("no tag at all", False)):
+    # (a reply without the tag is no verdict: an infrastructure error, not a wrong answer)
+    for verdict, want in (("<correct>True</correct>", ("judge", True, None)),
+                          ("<correct>False</correct>", ("judge", False, None)),
+                          ("no tag at all", ("judge_no_verdict", False, "no <correct> verdict"))):
         judge = LocalChatModel(ScriptedPolicyEngine(w["cfg"], w["params"], [verdict + "<|im_end|>"],
                                                     w["tok"]), w["tok"], model="judge")
         g = asyncio.run(grade_answer("the capital is Canberra, ACT", "Canberra",
                                      "What is the capital of Australia?", judge=judge))
-        assert (g.method, g.correct) == ("judge", want)
+        assert (g.method, g.correct) == want[:2]
+        assert (g.infra_error is None) if want[2] is None else (want[2] in g.infra_error)
 
 
 def test_frames_loader(shared_data):
