@@ -7,6 +7,7 @@ import pytest
 from orchestra_jax import models
 from orchestra_jax.rollout.trajectory import Trajectory, TurnRecord
 from orchestra_jax.sharding import make_mesh
+from orchestra_jax.train.logprobs import token_logprobs
 from orchestra_jax.train.batch import (BATCH_KEYS, Sample, SampleTooLongError, batch_sharding,
                                        local_rows, pack, shard_batch, trajectory_samples)
 
@@ -205,9 +206,14 @@ def test_packed_logprobs_equal_each_sample_alone():
     alone = np.asarray(logp(alone_tok, np.roll(alone_tok, -1, axis=1),
                             np.broadcast_to(np.arange(32, dtype=np.int32), alone_tok.shape),
                             np.ones_like(alone_tok)))
+    # the learner's chunked scorer on the packed batch (what the losses use)
+    chunked = np.asarray(jax.jit(lambda b: token_logprobs(
+        cfg, params, b["tokens"], b["targets"], positions=b["positions"],
+        segment_ids=b["segment_ids"], chunk_size=8))(b))
     for (r, start, i) in st.placements[0]:
         n = len(samples[i])
         np.testing.assert_allclose(packed[r, start:start + n - 1], alone[i, :n - 1], atol=1e-5)
+        np.testing.assert_allclose(chunked[r, start:start + n - 1], alone[i, :n - 1], atol=1e-5)
 
 
 def test_shard_batch_rows_follow_rules_table():
