@@ -38,7 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_level = "info"
     c.tokenizer_path = None
     c.extra_args = []
-    c.env = {}
+    # log-probs of the model's own distribution (pre-temperature), like the trainer's; the rollout
+    # builder (orchestra_jax/rollout/build.py) sets it too and records the convention.
+    c.env = {"SGLANG_RETURN_ORIGINAL_LOGPROB": "1"}
     c.log_dir = ""
     c.startup_timeout_s = 900.0
     c.restart_grace_s = 1.0           # SIGTERM→SIGKILL wait when restarting (weight sync), seconds
