@@ -7,6 +7,7 @@ restore of another run's checkpoint. Host copies go to npz files; scalars to the
 """
 import argparse
 import dataclasses
+import os
 import time
 
 from orchestra_jax.train import distributed
@@ -23,7 +24,8 @@ from multiprocess_util import write_arrays, write_result  # noqa: E402
 from orchestra_jax import models  # noqa: E402
 from orchestra_jax.sharding import make_mesh  # noqa: E402
 from orchestra_jax.train.batch import Sample, local_rows, pack, shard_batch  # noqa: E402
-from orchestra_jax.train.checkpoint import Checkpointer, abstract_state  # noqa: E402
+from orchestra_jax.train.checkpoint import Checkpointer, abstract_state, export_hf  # noqa: E402
+from orchestra_jax.train.metrics import MetricsWriter  # noqa: E402
 
 CFG = dataclasses.replace(models.presets["tiny"], num_layers=1)   # 1 layer: quick compiles
 OPT = optax.adamw(1e-2)
@@ -155,6 +157,13 @@ def main():
         res["saved_steps"] = ck.all_steps()
         ck.close()
         T("orbax_save_restore")
+        # only process 0 writes metrics and the HF export (both called on every process)
+        out = os.path.dirname(os.path.abspath(a.save_dir))
+        with MetricsWriter(os.path.join(out, "run")) as w:
+            w.write(1, {"loss": loss, "grad_norm": gnorm, "param_norm": 0.0,
+                        "tokens_per_s": 1.0, "step_s": 1.0, "rank": jax.process_index()})
+        export_hf(CFG, state["params"], os.path.join(out, "hf"))
+        T("metrics_export")
 
     # (d) restore another run's checkpoint onto this run's mesh
     if a.restore_dir:

@@ -8,11 +8,14 @@ import os
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
 from multiprocess_util import REPO, LaunchError, launch, read_arrays
+from orchestra_jax import models
 from orchestra_jax.train import distributed
+from orchestra_jax.train.metrics import read_metrics
 
 CHILD = REPO / "tests" / "multiprocess_child.py"
 TIMEOUT_S = 300   # generous: a loaded 2-core box; a normal run takes well under a minute
@@ -68,6 +71,21 @@ def test_two_process_orbax_save_restore(runs):
     assert saved.keys() == restored.keys()
     for k in saved:
         np.testing.assert_array_equal(restored[k], saved[k], err_msg=k)
+
+
+def test_only_process_zero_writes_metrics_and_hf_export(runs):
+    base, two, _ = runs
+    rows = read_metrics(base / "run")
+    assert [(r["step"], r["rank"]) for r in rows] == [(1, 0)]
+    assert rows[0]["loss"] == pytest.approx(two[0]["loss"], rel=1e-7)
+    cfg, params = models.load_hf_checkpoint(base / "hf")      # gathered from both processes
+    saved = read_arrays(base / "two", 0, "state")
+    flat = {jax.tree_util.keystr(p): np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path({"params": params})[0]}
+    assert flat.keys() <= saved.keys() and len(flat) == cfg.num_layers * 11 + 3
+    for k, v in flat.items():
+        np.testing.assert_array_equal(v, saved[k], err_msg=k)
+    assert not list(base.glob("*export*"))                    # no temp dirs left behind
 
 
 def test_harness_fails_fast_on_hang_and_crash(tmp_path):
