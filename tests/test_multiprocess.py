@@ -4,8 +4,6 @@ Children run tests/multiprocess_child.py through the reusable harness in
 tests/multiprocess_util.py (gloo CPU collectives, a free coordinator port, a timeout on every
 launch so a hung child fails the test instead of hanging the suite).
 """
-import os
-import sys
 import textwrap
 
 import jax

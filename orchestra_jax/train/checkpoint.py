@@ -22,7 +22,6 @@ path and what is wrong; restoring never writes into the checkpoint directory.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import pathlib
@@ -35,7 +34,6 @@ import numpy as np
 from orchestra_jax.models import CheckpointError as _ModelCheckpointError
 from orchestra_jax.models import save_hf_checkpoint
 
-log = logging.getLogger(__name__)
 
 FORMAT = 1
 _RESERVED = "_orchestra"
