@@ -121,8 +121,8 @@ class FunctionCallingEnv:
         self.greeting = greeting
         self.max_user_tool_rounds = max_user_tool_rounds
         self.user_tools: ToolSet = self.domain.user_tools
-        if len(self.user_tools) and hasattr(user, "set_tools"):
-            user.set_tools(self.user_tools.to_openai_tools())
+        if hasattr(user, "set_tools"):   # device tools (telecom), or none: a reused simulator
+            user.set_tools(self.user_tools.to_openai_tools() if len(self.user_tools) else None)
         self.expert_mode = bool(self.experts)
         fmt = self.expert_mode if format_instruction is None else format_instruction
         self.original_system_prompt = agent_system_prompt(self.domain.policy)
