@@ -117,3 +117,43 @@ def token_logprobs(config: ModelConfig, params: Params, tokens: jax.Array, targe
                       jnp.asarray(positions, jnp.int32), segment_ids, return_hidden=True)
     return hidden_logprobs(config, params, hidden, targets, chunk_size=chunk_size,
                            return_entropy=return_entropy)
+
+
+def selected_hidden_logprobs(config: ModelConfig, params: Params, hidden: jax.Array,
+                             targets: jax.Array, mask: jax.Array, *, max_tokens: int,
+                             chunk_size: int = 512, return_entropy: bool = False):
+    """:func:`hidden_logprobs` at the positions where ``mask`` is non-zero only.
+
+    In agentic RL most tokens are context (prompts, tool observations) that only the attention
+    needs: the vocabulary projection — the dominant cost of a small model with a 152k
+    vocabulary — is computed for the trained positions alone. Up to ``max_tokens`` (static)
+    masked positions are gathered (``[max_tokens, D]``), projected in chunks and scattered back;
+    every other position gets log-prob (and entropy) 0. The caller guarantees that
+    ``count_nonzero(mask) <= max_tokens`` (checked when concrete; traced callers check on the
+    host: ``orchestra_jax.train.losses`` / the loops pick ``max_tokens`` from the batch).
+    """
+    chunk_size = _check_chunk(chunk_size)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if mask.shape != hidden.shape[:2] or targets.shape != hidden.shape[:2]:
+        raise ValueError(f"mask {mask.shape} / targets {targets.shape} must match hidden's "
+                         f"[batch, length] {hidden.shape[:2]}")
+    if not isinstance(mask, jax.core.Tracer):
+        n = int(jnp.count_nonzero(mask))
+        if n > max_tokens:
+            raise ValueError(f"{n} masked positions exceed max_tokens={max_tokens}")
+    b, l, d = hidden.shape
+    flat = (mask.reshape(-1) != 0)
+    (idx,) = jnp.nonzero(flat, size=max_tokens, fill_value=0)
+    valid = jnp.arange(max_tokens) < jnp.count_nonzero(flat)
+    h = hidden.reshape(b * l, d)[idx][None]                     # [1, K, D]
+    t = targets.reshape(b * l)[idx][None]
+    out = hidden_logprobs(config, params, h, t, chunk_size=min(chunk_size, max_tokens),
+                          return_entropy=return_entropy)
+
+    def scatter(v):
+        v = jnp.where(valid, v[0], 0.0)
+        return jnp.zeros((b * l,), v.dtype).at[idx].add(v).reshape(b, l)
+    if not return_entropy:
+        return scatter(out)
+    return scatter(out[0]), scatter(out[1])

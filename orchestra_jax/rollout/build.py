@@ -405,8 +405,9 @@ def local_smollm2_expert(spec: RolloutSpec) -> Any:
     from orchestra_jax.rollout.local_expert import LocalChatModel
     from orchestra_jax.tools.aliases import SMOLLM2
     from orchestra_jax.tools.llm_cache import CachedChatModel
-    cfg, params, info = load_gguf()
-    engine = LocalJaxEngine(cfg, params, max_context=2048, seed=spec.seed)
+    cfg, params, info = load_gguf(scan_layers=True)   # scanned: one layer to compile
+    engine = LocalJaxEngine(cfg, params, max_context=2048, seed=spec.seed, max_batch=8,
+                            pad_batch=True)
     chat = LocalChatModel(engine, info.load(), model=SMOLLM2,
                           max_new_tokens_cap=spec.local_expert_max_new_tokens)
     return CachedChatModel(chat, model=SMOLLM2, path=spec.expert_cache or None)

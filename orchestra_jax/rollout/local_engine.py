@@ -31,7 +31,7 @@ class LocalJaxEngine:
 
     def __init__(self, config: ModelConfig, params: Any, *, max_context: Optional[int] = None,
                  pad_id: int = 0, seed: int = 0, max_batch: int = 64,
-                 batch_window_s: float = 0.002):
+                 batch_window_s: float = 0.002, pad_batch: bool = False):
         self.config = config
         self.max_context = min(int(max_context or config.max_position_embeddings),
                                config.max_position_embeddings)
@@ -40,6 +40,10 @@ class LocalJaxEngine:
         self.pad_id = int(pad_id)
         self.max_batch = int(max_batch)
         self.batch_window_s = float(batch_window_s)
+        # pad_batch: every sampler call gets exactly max_batch rows (repeats of the last prompt,
+        # results dropped) so a large model compiles once per prompt-length bucket, not once
+        # per batch size too — worth it when compiles cost more than the padded rows
+        self.pad_batch = bool(pad_batch)
         self._params = params
         self._struct = jax.tree.structure(params)
         self._shapes = [getattr(x, "shape", None) for x in jax.tree.leaves(params)]
@@ -146,8 +150,11 @@ class LocalJaxEngine:
                 else:
                     rng = jax.random.fold_in(jax.random.key(self._seed),
                                              call * 1_000_003 + budget * 131 + start)
+                batch = [prompts[i] for i in chunk]
+                if self.pad_batch:
+                    batch += [batch[-1]] * (self.max_batch - len(batch))
                 res = sample_generate(
-                    self.config, params, [prompts[i] for i in chunk], max_new_tokens=budget,
+                    self.config, params, batch, max_new_tokens=budget,
                     temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                     stop_token_ids=sampling.stop_token_ids, rng=rng, pad_id=self.pad_id)
                 for j, i in enumerate(chunk):

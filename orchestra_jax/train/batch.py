@@ -118,6 +118,10 @@ def trajectory_samples(traj: Trajectory, advantage: float, unit: str = "turn") -
     mask = np.asarray(traj.loss_mask, np.float32)
     logp = np.asarray(traj.rollout_logprobs, np.float32)
     if unit == "trajectory":
+        if getattr(traj, "required_unit", None) == "turn":
+            raise ValueError(f"{traj.task_id}: rolled out with context_mode "
+                             f"{getattr(traj, 'context_mode', '?')!r} (earlier turns' thinking "
+                             "dropped from later prompts): only the 'turn' unit is faithful")
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return []
@@ -132,6 +136,14 @@ def trajectory_samples(traj: Trajectory, advantage: float, unit: str = "turn") -
         if s == 0:
             raise ValueError(f"{traj.task_id}: turn {turn.index} response starts at token 0 "
                              "(no prompt)")
+        if getattr(turn, "prompt_base", None) is not None and hasattr(traj, "turn_arrays"):
+            # the prompt the engine really saw (e.g. earlier thinking stripped)
+            j = traj.turns.index(turn)
+            t_ids, t_mask, t_lp = traj.turn_arrays(j)
+            out.append(Sample(np.asarray(t_ids, np.int64), np.asarray(t_mask, np.float32),
+                              np.asarray(t_lp, np.float32), advantage,
+                              source=f"{traj.task_id}/turn{turn.index}"))
+            continue
         m = np.zeros(e, np.float32)
         m[s:e] = mask[s:e]
         out.append(Sample(tokens[:e], m, np.where(m > 0, logp[:e], 0.0), advantage,

@@ -44,6 +44,8 @@ import jax.numpy as jnp
 
 from orchestra_jax.models import ModelConfig
 from orchestra_jax.rl.losses import PPOLossConfig, ppo_loss
+from orchestra_jax.models import apply
+from orchestra_jax.models.logprobs import selected_hidden_logprobs
 from orchestra_jax.train.logprobs import token_logprobs
 
 Batch = dict
@@ -63,6 +65,9 @@ class GRPOLossConfig:
     ppo: PPOLossConfig = PPOLossConfig()     # clip ε, dual clip, KL, entropy, aggregation [C]
     recompute_old_logprobs: bool = False     # [ours] see the module docstring
     chunk_size: int = 512                    # [ours] tokens per chunk of the vocabulary projection
+    # [ours] project only the trained positions (at most this many per micro-batch; see
+    # models.logprobs.selected_hidden_logprobs); None = every position
+    max_loss_tokens: Optional[int] = None
 
     def __post_init__(self):
         if not isinstance(self.ppo, PPOLossConfig):
@@ -89,7 +94,13 @@ def check_batch(batch: Batch, keys: tuple, who: str) -> tuple[int, int]:
     return shape
 
 
-def _logprobs(model_cfg, params, batch, chunk_size, return_entropy=False):
+def _logprobs(model_cfg, params, batch, chunk_size, return_entropy=False, max_tokens=None):
+    if max_tokens is not None:
+        hidden, _ = apply(model_cfg, params, batch["tokens"], batch["positions"],
+                          batch["segment_ids"], return_hidden=True)
+        return selected_hidden_logprobs(model_cfg, params, hidden, batch["targets"],
+                                        batch["loss_mask"], max_tokens=int(max_tokens),
+                                        chunk_size=chunk_size, return_entropy=return_entropy)
     return token_logprobs(model_cfg, params, batch["tokens"], batch["targets"],
                           positions=batch["positions"], segment_ids=batch["segment_ids"],
                           chunk_size=chunk_size, return_entropy=return_entropy)
@@ -149,7 +160,7 @@ def grpo_loss(model_cfg: ModelConfig, loss_cfg: GRPOLossConfig = GRPOLossConfig(
         mask = batch["loss_mask"] > 0
         maskf = mask.astype(jnp.float32)
         logp, entropy = _logprobs(model_cfg, params, batch, loss_cfg.chunk_size,
-                                  return_entropy=True)
+                                  return_entropy=True, max_tokens=loss_cfg.max_loss_tokens)
         batch_old = batch.get("old_logprobs")
         if loss_cfg.recompute_old_logprobs:
             old = jax.lax.stop_gradient(logp)
@@ -163,7 +174,8 @@ def grpo_loss(model_cfg: ModelConfig, loss_cfg: GRPOLossConfig = GRPOLossConfig(
                 ref = batch["ref_logprobs"]
             elif ref_params is not None:
                 ref = jax.lax.stop_gradient(_logprobs(model_cfg, ref_params, batch,
-                                                      loss_cfg.chunk_size))
+                                                      loss_cfg.chunk_size,
+                                                      max_tokens=loss_cfg.max_loss_tokens))
             else:
                 raise ValueError("grpo_loss: kl_coef > 0 needs ref_params or "
                                  "batch['ref_logprobs'] (set kl_coef=0 to disable the KL term)")
@@ -196,7 +208,8 @@ def grpo_loss(model_cfg: ModelConfig, loss_cfg: GRPOLossConfig = GRPOLossConfig(
     return fn
 
 
-def sft_loss(model_cfg: ModelConfig, chunk_size: int = 512) -> LossFn:
+def sft_loss(model_cfg: ModelConfig, chunk_size: int = 512,
+             max_loss_tokens: Optional[int] = None) -> LossFn:
     """Masked next-token cross-entropy: ``(Σ -log p(target)·mask, Σ mask, {})``.
 
     ``aux`` is empty (the loss is already the mean NLL per trained token); ``ref_params`` is
@@ -206,7 +219,7 @@ def sft_loss(model_cfg: ModelConfig, chunk_size: int = 512) -> LossFn:
         del ref_params
         check_batch(batch, MODEL_KEYS, "sft_loss")
         maskf = (batch["loss_mask"] > 0).astype(jnp.float32)
-        logp = _logprobs(model_cfg, params, batch, chunk_size)
+        logp = _logprobs(model_cfg, params, batch, chunk_size, max_tokens=max_loss_tokens)
         return jnp.sum(jnp.where(maskf > 0, -logp, 0.0)), jnp.sum(maskf), {}
 
     return fn

@@ -53,6 +53,7 @@ class SFTConfig:
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
     chunk_size: int = 512
     export_hf: bool = True           # write WORKDIR/hf (a transformers checkpoint) at the end
+    select_loss_tokens: bool = True  # project only trained positions to the vocabulary [ours]
     strict_sharding: bool = False
 
     def __post_init__(self):
@@ -68,8 +69,16 @@ class SFTConfig:
             raise ValueError("data: an SFT JSONL file is required (--config.data=FILE)")
 
 
-def _eval_fn(model_cfg, chunk):
-    loss = sft_loss(model_cfg, chunk)
+def loss_token_bucket(n: int, minimum: int = 256) -> int:
+    """Static size for the trained-position gather: the next power of two >= n (few compiles)."""
+    k = minimum
+    while k < n:
+        k *= 2
+    return k
+
+
+def _eval_fn(model_cfg, chunk, max_tokens=None):
+    loss = sft_loss(model_cfg, chunk, max_tokens)
 
     @jax.jit
     def fn(params, batch):
@@ -110,9 +119,25 @@ def _loop(cfg: SFTConfig, rt: runtime_lib.Runtime) -> dict:
     # ---- step --------------------------------------------------------------------------------
     mesh = rt.mesh
     b_sh = batch_sharding(mesh)
-    step_fn = make_train_step(sft_loss(rt.model_cfg, cfg.chunk_size), rt.optimizer,
-                              rt.state_shardings, b_sh, micro_batches=cfg.micro_batches)
-    eval_fn = _eval_fn(rt.model_cfg, cfg.chunk_size)
+    steps: dict = {}
+    evals: dict = {}
+
+    def bucket(batch):
+        return (loss_token_bucket(int(np.count_nonzero(batch["loss_mask"])))
+                if cfg.select_loss_tokens else None)
+
+    def step_for(batch):
+        k = bucket(batch)
+        if k not in steps:
+            steps[k] = make_train_step(sft_loss(rt.model_cfg, cfg.chunk_size, k), rt.optimizer,
+                                       rt.state_shardings, b_sh, micro_batches=cfg.micro_batches)
+        return steps[k]
+
+    def eval_for(batch):
+        k = bucket(batch)
+        if k not in evals:
+            evals[k] = _eval_fn(rt.model_cfg, cfg.chunk_size, k)
+        return evals[k]
 
     def place(batch):
         return shard_batch(local_rows(batch, mesh), mesh, global_rows=cfg.rows)
@@ -121,7 +146,7 @@ def _loop(cfg: SFTConfig, rt: runtime_lib.Runtime) -> dict:
         s = w = 0.0
         with jax.set_mesh(mesh):
             for b in held_batches:
-                bs, bw = eval_fn(rt.state.params, place(b))
+                bs, bw = eval_for(b)(rt.state.params, place(b))
                 s, w = s + float(bs), w + float(bw)
         return s / max(w, 1.0)
 
@@ -136,7 +161,7 @@ def _loop(cfg: SFTConfig, rt: runtime_lib.Runtime) -> dict:
             batch, stats = stream.next_batch()
             placed = place(batch)
         with timer.phase("update"):
-            rt.state, m = step_fn(rt.state, placed)
+            rt.state, m = step_for(batch)(rt.state, placed)
             m = {k: float(v) for k, v in jax.device_get(m).items()}
         dt = time.perf_counter() - t0
         n = step + 1
