@@ -3,9 +3,9 @@
 Each notebook is executed with nbclient (kernel ``python3`` = ipykernel inside the venv; its
 ``python`` argv is resolved to this interpreter, checked below) with a per-cell timeout; any cell
 error fails the test with the cell's source and traceback. Committed notebooks must carry no
-outputs or execution counts (strip them: ``python -c "import nbformat,sys; ..."`` or
-``jupyter nbconvert --clear-output --inplace notebooks/*.ipynb``). The notebooks' own asserts are
-the checks (parity, sharding, signs of the GRPO update, table cells).
+outputs or execution counts (strip them with ``.venv/bin/python notebooks/strip_outputs.py``).
+The notebooks' own asserts are the checks (HF parity, sharding placement, attention impls agree,
+log-probs re-scored, reward orderings, the signs of the GRPO update, table cells by hand).
 """
 import os
 import pathlib
@@ -51,7 +51,7 @@ def test_committed_notebook_has_no_outputs(name):
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
              and (c.get("outputs") or c.get("execution_count") is not None)]
     assert not dirty, (f"{name}: code cells {dirty} carry outputs; strip them with "
-                       f"`jupyter nbconvert --clear-output --inplace notebooks/{name}`")
+                       f"`.venv/bin/python notebooks/strip_outputs.py notebooks/{name}`")
     assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
     assert any(c.cell_type == "markdown" for c in nb.cells)
 
