@@ -59,11 +59,11 @@ def test_committed_notebook_has_no_outputs(name):
 def test_kernel_is_this_venv(tmp_path):
     """The ``python3`` kernel nbclient starts runs this very interpreter (the venv's)."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import sys, orchestra_jax; print(sys.executable); print(orchestra_jax.__file__)")])
+        "import sys, orchestra_jax; print(sys.prefix); print(orchestra_jax.__file__)")])
     _client(nb, tmp_path).execute()
     out = "".join(o.get("text", "") for o in nb.cells[0].outputs)
-    exe, pkg = out.split()
-    assert os.path.realpath(exe) == os.path.realpath(sys.executable)
+    prefix, pkg = out.split()
+    assert os.path.abspath(prefix) == os.path.abspath(sys.prefix)   # the venv, not its base python
     assert pathlib.Path(pkg).resolve().is_relative_to(REPO)
 
 
