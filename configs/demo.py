@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.demos_per_task = 2
     c.wrong_strategy_fraction = 0.5   # demonstrations that use the other tool sequence
     c.prefer_fraction = 0.5           # tasks carrying the "prefer local search" preference
-    c.seq_len = 1536
+    c.seq_len = 1024
     c.sft_steps = 40
     c.sft_rows = 4
     c.sft_lr = 3e-3

@@ -107,7 +107,9 @@ class ScriptedPolicyEngine:
       tokenizer: needed when script entries are text.
     """
 
-    def __init__(self, config: Any, params: Any, script: Script, tokenizer: Any = None):
+    def __init__(self, config: Any, params: Any, script: Script, tokenizer: Any = None, *,
+                 score: bool = True):
+        self.score = bool(score)   # False: log-probs 0.0 (demonstrations for SFT need none)
         self.config = config
         self.params = params
         self.script = script
@@ -150,8 +152,12 @@ class ScriptedPolicyEngine:
             ids = ids[: sampling.max_new_tokens]
             if finish == "stop" and ids[-1] not in sampling.stop_token_ids:
                 finish = "length"
-            with self._score_lock:
-                lps = score_tokens(self.config, self.params, p, ids, prefix_cache=self._prefix)
+            if not self.score:
+                lps = np.zeros(len(ids), np.float32)
+            else:
+                with self._score_lock:
+                    lps = score_tokens(self.config, self.params, p, ids,
+                                       prefix_cache=self._prefix)
             outs.append(GenerateOutput(ids, [float(x) for x in lps], finish, len(p)))
         dt = time.perf_counter() - t0
         for o in outs:

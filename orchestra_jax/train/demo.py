@@ -73,7 +73,7 @@ class DemoConfig:
     policy_overrides: tuple[tuple[str, Any], ...] = (
         ("hidden_size", 64), ("intermediate_size", 128), ("num_heads", 2),
         ("num_kv_heads", 1), ("head_dim", 32), ("max_position_embeddings", 4096))
-    seq_len: int = 1536
+    seq_len: int = 1024
     sft_steps: int = 40
     sft_rows: int = 4
     sft_lr: float = 3e-3
@@ -145,7 +145,8 @@ def spec(cfg: DemoConfig) -> RolloutSpec:
                        enable_thinking=False, top_k_docs=cfg.top_k_docs,
                        concurrency=cfg.concurrency, max_context=cfg.seq_len + 64,
                        local_expert_max_new_tokens=cfg.expert_max_new_tokens,
-                       policy_model="Qwen/Qwen3-8B")
+                       policy_model="Qwen/Qwen3-8B", answer_match="contains", mapping="local",
+                       expert_specs="local")
 
 
 def episode_config(cfg: DemoConfig, temperature: float = 1.0) -> EpisodeConfig:
@@ -199,12 +200,11 @@ SEARCH, ANSWER = _call("search", "search-1"), _call("answer", "answer-1")
 
 def record_demonstrations(shared: Shared, seed: int, out: pathlib.Path, log=print) -> pathlib.Path:
     """Scripted episodes over the training tasks, recorded as trajectory JSONL."""
-    import jax
-    from orchestra_jax.models import init_params, presets
+    from orchestra_jax.models import presets
     cfg = shared.cfg
     rng = random.Random(1000 + seed)
     m_cfg = runtime_lib._apply_overrides(presets[cfg.policy_preset], cfg.policy_overrides)
-    params = init_params(m_cfg, jax.random.key(seed))   # scores the scripted tokens only
+    params = None   # demonstrations are not scored (SFT needs tokens and masks only)
     envs, engines = [], []
     for task in shared.train:
         for _ in range(cfg.demos_per_task):
@@ -215,7 +215,8 @@ def record_demonstrations(shared: Shared, seed: int, out: pathlib.Path, log=prin
             script = [SEARCH, ANSWER] if need_search else [ANSWER]
             parts = make_parts(shared, None, cfg, prefer_fraction=0.0)
             envs.append(parts.env_factory(task, shared.setup(pref)))
-            engines.append(ScriptedPolicyEngine(m_cfg, params, script, shared.tokenizer))
+            engines.append(ScriptedPolicyEngine(m_cfg, params, script, shared.tokenizer,
+                                                score=False))
     ep = episode_config(cfg, temperature=0.0)
 
     async def run_all():
