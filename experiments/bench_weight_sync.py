@@ -28,7 +28,13 @@ def _load_config(path: str):
     return mod.get_config()
 
 
-def main(_):
+def bench(cfg) -> dict:
+    """Runs the syncs; returns ``{"rows": [per sync: mode, export_s, update_s, total_s,
+    first_generate_s, greedy_equal], "param_bytes", "num_params", "startup_s": {mode: s},
+    "estimate_8b": {...}}``. The 8B estimate scales each mode's median export / in-process
+    update time by bytes (qwen3-8b bf16 export / f32 params vs this model's); a restart's
+    time is dominated by server start-up + compile, which grow with the model too (not
+    estimated here)."""
     import jax
     import numpy as np
 
@@ -40,11 +46,12 @@ def main(_):
     from orchestra_jax.rollout.sglang_client import SGLangEngine
     from orchestra_jax.rollout.weight_sync import WeightSync, export_checkpoint
 
-    cfg = _CONFIG.value
     config = presets[cfg.model].replace(dtype="float32",
                                         max_position_embeddings=min(4096, presets[cfg.model]
                                                                     .max_position_embeddings))
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_weight_sync_"))
+    out = {"rows": [], "startup_s": {}, "num_params": config.num_params,
+           "param_bytes": config.num_params * 4}
     try:
         tok_dir = tmp / "tokenizer"
         load_tokenizer().save_pretrained(str(tok_dir))
@@ -58,6 +65,7 @@ def main(_):
         ckpt = export_checkpoint(config, params, tmp / "ckpt0", tokenizer_dir=tok_dir)
         server_cfg = _load_config(cfg.server)
         server_cfg.model_path = str(ckpt)
+        server_cfg.log_dir = str(tmp / "logs")
         env = {k: v for k, v in dict(server_cfg.env).items() if k != "JAX_COMPILATION_CACHE_DIR"}
         if cfg.jit_cache_dir:
             env.update(JAX_COMPILATION_CACHE_DIR=cfg.jit_cache_dir,
@@ -71,6 +79,7 @@ def main(_):
         for mode in cfg.modes:
             server_cfg.weight_update = mode
             with SGLangServer(server_cfg) as server:
+                out["startup_s"][mode] = server.startup_s
                 print(f"[{mode}] initial start: {server.startup_s:.2f} s", flush=True)
                 sync = WeightSync([server], mode=mode, tokenizer_dir=tok_dir)
                 for i in range(1, cfg.syncs + 1):
@@ -83,12 +92,36 @@ def main(_):
                     if cfg.check_parity:
                         local = asyncio.run(LocalJaxEngine(config, params).generate(prompts, sp))
                         same = all(r.token_ids == l.token_ids for r, l in zip(remote, local))
+                    out["rows"].append({"mode": mode, "sync": i, "export_s": res.export_s,
+                                        "update_s": res.update_s, "total_s": res.total_s,
+                                        "first_generate_s": first, "greedy_equal": same})
                     print(f"[{mode}] sync {i}: export {res.export_s:.2f} s, update {res.update_s:.2f} s, "
                           f"total {res.total_s:.2f} s; first /generate after sync {first:.2f} s; "
                           f"greedy == local: {same}", flush=True)
             sync.close(remove_all=True)  # the server is stopped: drop the served export too
     finally:  # checkpoints + tokenizer: never leave them in /tmp
         shutil.rmtree(tmp, ignore_errors=True)
+    big = presets["qwen3-8b"]
+    scale = big.num_params / config.num_params
+    est = {"model": "qwen3-8b", "num_params": big.num_params, "bytes_ratio": scale}
+    for mode in cfg.modes:
+        rows = [r for r in out["rows"] if r["mode"] == mode]
+        if rows:
+            exp = sorted(r["export_s"] for r in rows)[len(rows) // 2]
+            upd = sorted(r["update_s"] for r in rows)[len(rows) // 2]
+            est[f"{mode}_export_s"] = exp * scale
+            if mode == "inprocess":
+                est["inprocess_update_s"] = upd * scale
+    out["estimate_8b"] = est
+    return out
+
+
+def main(_):
+    r = bench(_CONFIG.value)
+    e = r["estimate_8b"]
+    print(f"8B estimate (x{e['bytes_ratio']:.0f} the bytes, linear): " +
+          ", ".join(f"{k} {v:.0f} s" for k, v in e.items() if k.endswith("_s")))
+
 
 if __name__ == "__main__":
     from absl import app
