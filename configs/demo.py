@@ -26,9 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.wrong_strategy_fraction = 0.5   # demonstrations that use the other tool sequence
     c.prefer_fraction = 0.5           # tasks carrying the "prefer local search" preference
     c.seq_len = 1024
-    c.sft_steps = 40
-    c.sft_rows = 4
-    c.sft_lr = 3e-3
+    c.sft_steps = 50
+    c.sft_rows = 8
+    c.sft_lr = 1e-2
     c.grpo_steps = 8
     c.tasks_per_step = 8
     c.group_size = 4
@@ -36,6 +36,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.grpo_rows = 8
     c.mini_batch_samples = 32
     c.max_turns = 4
+    # [ours] rollout temperature ([C] 1.0): a small SFT'd policy still puts ~1e-2 of its mass on
+    # a wrong token here and there; at T=1 most 25-token tool calls then break, at 0.6 they
+    # rarely do while near-even choices (search or answer) stay near-even. Log-probs are the
+    # model's own (pre-temperature), as the trainer computes them.
+    c.temperature = 0.6
     c.max_new_tokens_per_turn = 40
     c.expert_max_new_tokens = 40
     c.concurrency = 16

@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.policy.preset = "tiny-hd128"
     c.policy.overrides = ml_collections.ConfigDict()
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.learning_rate = 3e-3  # [ours] a tiny model from scratch; the paper's 1e-6 is RL
+    c.optimizer.learning_rate = 1e-2  # [ours] a tiny model from scratch (the paper has no SFT)
     c.optimizer.weight_decay = 0.01   # [C]
     c.optimizer.grad_clip_norm = 1.0  # [C]
     c.optimizer.warmup_steps = 0

@@ -74,9 +74,9 @@ class DemoConfig:
         ("hidden_size", 64), ("intermediate_size", 128), ("num_heads", 2),
         ("num_kv_heads", 1), ("head_dim", 32), ("max_position_embeddings", 4096))
     seq_len: int = 1024
-    sft_steps: int = 40
-    sft_rows: int = 4
-    sft_lr: float = 3e-3
+    sft_steps: int = 50
+    sft_rows: int = 8
+    sft_lr: float = 1e-2
     grpo_steps: int = 8
     tasks_per_step: int = 8
     group_size: int = 4
@@ -84,6 +84,7 @@ class DemoConfig:
     grpo_rows: int = 8
     mini_batch_samples: int = 32
     max_turns: int = 4
+    temperature: float = 0.6                  # rollout sampling ([C] 1.0; see configs/demo.py)
     max_new_tokens_per_turn: int = 40
     expert_max_new_tokens: int = 40
     concurrency: int = 16
@@ -141,7 +142,8 @@ class DemoParts(RolloutParts):
 
 def spec(cfg: DemoConfig) -> RolloutSpec:
     return RolloutSpec(env="qa", tasks="", max_turns=cfg.max_turns, max_prompt_tokens=cfg.seq_len,
-                       max_new_tokens_per_turn=cfg.max_new_tokens_per_turn, temperature=1.0,
+                       max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+                       temperature=cfg.temperature,
                        enable_thinking=False, top_k_docs=cfg.top_k_docs,
                        concurrency=cfg.concurrency, max_context=cfg.seq_len + 64,
                        local_expert_max_new_tokens=cfg.expert_max_new_tokens,
@@ -149,7 +151,8 @@ def spec(cfg: DemoConfig) -> RolloutSpec:
                        expert_specs="local")
 
 
-def episode_config(cfg: DemoConfig, temperature: float = 1.0) -> EpisodeConfig:
+def episode_config(cfg: DemoConfig, temperature: float | None = None) -> EpisodeConfig:
+    temperature = cfg.temperature if temperature is None else temperature
     return EpisodeConfig(max_turns=cfg.max_turns, temperature=temperature, enable_thinking=False,
                          limits=ContextLimits(max_prompt_tokens=cfg.seq_len,
                                               max_new_tokens_per_turn=cfg.max_new_tokens_per_turn),

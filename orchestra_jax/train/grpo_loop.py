@@ -194,6 +194,8 @@ def evaluate_tasks(parts, tasks: Sequence[dict], *, concurrency: int, seed: int,
         from orchestra_jax.rollout.trajectory import reward_inputs
         names = {tuple(t.tool_names) for t in trajs}
         if len(names) == 1 and trajs:
+            if default_preference is None and getattr(parts, "preferences", None) is not None:
+                default_preference = parts.preferences.default(list(next(iter(names)))).vector
             inp = reward_inputs(trajs, default_preference)
             r = preference_reward(inp["tool_counts"], inp["correct"], inp["cost"],
                                   inp["latency"], inp["preference"], mask=inp["mask"])
@@ -271,6 +273,7 @@ def _default_pref(cfg: GRPOConfig, parts, names) -> list[float]:
 def _loop(cfg: GRPOConfig, rt: runtime_lib.Runtime, parts, on_step) -> dict:
     from orchestra_jax.envs.qa import load_qa_jsonl
     mesh = rt.mesh
+    runtime_lib.check_rows(mesh, cfg.rows, cfg.micro_batches)
     # ---- data --------------------------------------------------------------------------------
     tasks = parts.load_tasks()
     stream = TaskStream(tasks, cfg.seed)
@@ -312,6 +315,7 @@ def _loop(cfg: GRPOConfig, rt: runtime_lib.Runtime, parts, on_step) -> dict:
         n = step + 1
         rng = random.Random(hash((cfg.seed, step)) & 0xFFFFFFFF)
         with timer.phase("rollout"):
+            row_pre = heal_servers(parts, rt)
             batch_tasks = stream.take(cfg.tasks_per_step)
             writer = (TrajectoryWriter(traj_dir / f"step_{n:05d}.jsonl", fsync=False)
                       if cfg.save_trajectories and rt.is_main else None)
@@ -331,6 +335,7 @@ def _loop(cfg: GRPOConfig, rt: runtime_lib.Runtime, parts, on_step) -> dict:
                 scores.append(score_group(g, cfg.scoring, _default_pref(cfg, parts, names)))
             samples = [s for sc in scores for s in group_samples(sc, cfg.scoring.unit)]
         row = summarize_scores(scores)
+        row.update(row_pre)
         row["samples"] = len(samples)
         m_all: list[dict] = []
         with timer.phase("update"):
@@ -356,8 +361,8 @@ def _loop(cfg: GRPOConfig, rt: runtime_lib.Runtime, parts, on_step) -> dict:
                        pg_clipfrac_high=None)
         with timer.phase("sync"):
             if m_all:
-                parts.engine.update_params(_copy_tree(rt.state.params))
-        row["policy_version"] = int(getattr(parts.engine, "version", n))
+                row.update(sync_weights(parts, rt))
+        row["policy_version"] = int(getattr(parts.engine, "version", 0))
         if eval_tasks and n == cfg.total_steps:
             with timer.phase("eval"):
                 summary["after"] = _evaluate(cfg, rt, parts, eval_tasks, "after")
@@ -383,7 +388,77 @@ def _loop(cfg: GRPOConfig, rt: runtime_lib.Runtime, parts, on_step) -> dict:
             parts.tokenizer.save_pretrained(str(rt.workdir / "hf"))
     if eval_tasks and rt.is_main and "after" in summary:
         (rt.workdir / "eval_summary.json").write_text(json.dumps(summary, indent=1))
+    if rt.is_main and cfg.save_trajectories:
+        write_run_viewer(rt.workdir)
     return summary
+
+
+def write_run_viewer(workdir: pathlib.Path, max_trajectories: int = 400) -> Optional[pathlib.Path]:
+    """``WORKDIR/viewer.html``: the last training step's rollouts and the held-out evaluations,
+    turn by turn (``eval/viewer.py``; one self-contained page)."""
+    from orchestra_jax.eval.viewer import render_html
+    d = workdir / "trajectories"
+    files = sorted(d.glob("step_*.jsonl"))[-1:] + sorted(d.glob("eval_*.jsonl"))
+    rows = []
+    for f in files:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue    # a torn last line of a killed run
+    if not rows:
+        return None
+    page = workdir / "viewer.html"
+    page.write_text(render_html(rows[-max_trajectories:], title=f"GRPO run {workdir.name}"),
+                    encoding="utf-8")
+    return page
+
+
+# ---------------------------------------------------------------------------- infrastructure
+def sync_weights(parts, rt) -> dict:
+    """Weight sync after an update: the in-process engine swaps in a copy of the params (its
+    version increments); SGLang servers get an HF export through ``rollout.weight_sync``
+    (``/update_weights_from_disk``, sglang-jax's in-process swap, or a restart). A failed
+    sync is logged and counted, never fatal: the next step's rollouts then use the previous
+    weights (their records carry the stale policy version) and the next sync retries."""
+    from orchestra_jax.rollout.weight_sync import WeightSync, WeightSyncError
+    engine = parts.engine
+    if hasattr(engine, "update_params"):
+        engine.update_params(_copy_tree(rt.state.params))
+        return {"weight_sync_failed": 0}
+    ws = getattr(parts, "_weight_sync", None)
+    if ws is None:
+        urls = [] if parts.servers else list(parts.spec.sglang_urls)
+        ws = WeightSync(parts.servers, urls=urls,
+                        tokenizer_dir=parts.spec.policy_checkpoint or None)
+        parts._weight_sync = ws
+    version = int(getattr(engine, "version", 0)) + 1
+    try:
+        res = ws.sync(rt.model_cfg, rt.state.params, version=version)
+    except (WeightSyncError, OSError) as e:
+        logging.warning("weight sync failed (rollouts keep the previous weights): %s", e)
+        return {"weight_sync_failed": 1}
+    engine.version = version
+    parts._last_export = getattr(res, "path", None)
+    return {"weight_sync_failed": 0, "weight_sync_s": float(res.total_s)}
+
+
+def heal_servers(parts, rt) -> dict:
+    """Restarts rollout servers this run launched that died (on the last synced weights), so a
+    crashed server costs only the episodes that were in flight on it."""
+    restarted = 0
+    for srv in list(getattr(parts, "servers", []) or []):
+        if srv.is_alive():
+            continue
+        path = getattr(parts, "_last_export", None)
+        logging.warning("rollout server %s is down; restarting it%s", srv.url,
+                        f" on {path}" if path else "")
+        try:
+            srv.restart(model_path=str(path) if path else None)
+            restarted += 1
+        except Exception as e:  # noqa: BLE001 - the engine skips dead servers; keep training
+            logging.warning("restart failed: %s: %s", type(e).__name__, e)
+    return {"servers_restarted": restarted} if getattr(parts, "servers", None) else {}
 
 
 def _update(cfg, rt, step_fn, samples, ref_params, mesh, row) -> list[dict]:
@@ -420,9 +495,13 @@ def _evaluate(cfg, rt, parts, tasks, tag) -> dict:
     if rt.is_main and cfg.save_trajectories:
         writer = TrajectoryWriter(rt.workdir / "trajectories" / f"eval_{tag}.jsonl", fsync=False)
     try:
-        names_pref = None
+        # held-out tasks under the training randomisation but without a preference
+        # instruction (the neutral default P scores them)
         res = evaluate_tasks(parts, tasks, concurrency=cfg.concurrency, seed=cfg.seed + 17,
-                             writer=writer, default_preference=names_pref)
+                             writer=writer,
+                             setup_fn=lambda rng: dataclasses.replace(parts.randomise(rng),
+                                                                      preference=None),
+                             default_preference=list(cfg.default_preference) or None)
     finally:
         if writer is not None:
             writer.close()

@@ -106,6 +106,15 @@ class Runtime:
         self.metrics.close()
 
 
+def check_rows(mesh, rows: int, micro_batches: int = 1) -> None:
+    """Batch rows are split over the mesh's ('data', 'fsdp') devices (per micro-batch)."""
+    dp = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+    if rows % (dp * micro_batches):
+        raise ValueError(f"rows ({rows}) must be a multiple of data x fsdp devices ({dp}) x "
+                         f"micro_batches ({micro_batches}) = {dp * micro_batches} on mesh "
+                         f"{dict(mesh.shape)}")
+
+
 def parse_mesh(mesh: Any) -> tuple[int, int, int]:
     """``(data, fsdp, tensor)`` from a tuple/list or a string such as ``'(1,8,1)'``."""
     if isinstance(mesh, str):

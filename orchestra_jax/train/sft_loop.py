@@ -101,6 +101,7 @@ def run_sft(cfg: SFTConfig, workdir: str, *, config_snapshot: Optional[dict] = N
 
 
 def _loop(cfg: SFTConfig, rt: runtime_lib.Runtime) -> dict:
+    runtime_lib.check_rows(rt.mesh, cfg.rows, cfg.micro_batches)
     # ---- data ------------------------------------------------------------------------------
     tok = load_tokenizer(cfg.policy.checkpoint or None)
     samples = load_samples(cfg.data, tok)
