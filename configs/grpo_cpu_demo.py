@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh = "(1,-1,1)"
     c.policy = ml_collections.ConfigDict()
     c.policy.checkpoint = ""          # "" = a random tiny model (see the header)
-    c.policy.preset = "tiny-hd128"
+    c.policy.preset = "tiny-h64"
     c.policy.overrides = ml_collections.ConfigDict()
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-5  # [ours] tiny model ([P] 1e-6 for 8B)

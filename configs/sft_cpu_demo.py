@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.strict_sharding = False
     c.policy = ml_collections.ConfigDict()
     c.policy.checkpoint = ""          # "" = a random model of the preset below
-    c.policy.preset = "tiny-hd128"
+    c.policy.preset = "tiny-h64"
     c.policy.overrides = ml_collections.ConfigDict()
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-2  # [ours] a tiny model from scratch (the paper has no SFT)

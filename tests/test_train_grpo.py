@@ -122,7 +122,7 @@ def test_one_grpo_step_on_8_devices(shared, tmp_path):
         total_steps=2, tasks_per_step=3, group_size=4, scoring=ScoringConfig(unit="turn"),
         loss=PPOLossConfig(kl_coef=1e-3), mini_batch_samples=64, rows=8, seq_len=1024,
         chunk_size=128, checkpoint_every=1, concurrency=8, seed=0, mesh=(1, 8, 1),
-        policy=runtime.PolicySource(preset="tiny-hd128"), export_hf=False)
+        policy=runtime.PolicySource(preset="tiny-h64"), export_hf=False)
     grpo_loop.run_grpo(cfg, str(tmp_path / "run"), build_parts=build, on_step=on_step)
     rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["step"] > 0]
     assert [r["step"] for r in rows] == [1, 2]

@@ -41,7 +41,7 @@ def demos(tmp_path_factory):
                           concurrency=8)
     paths = demo.write_demo_data(d / "data", seed=0, num_lookup=12)
     tok = load_tokenizer()
-    tiny = presets["tiny-hd128"]
+    tiny = presets["tiny-h64"]
     expert = LocalChatModel(LocalJaxEngine(tiny, init_params(tiny, jax.random.key(3)),
                                            max_context=2048), tok, model="tiny-expert",
                             max_new_tokens_cap=4)
@@ -62,7 +62,7 @@ def _run(args, timeout=900, env=None, **kw):
 def _base(data, workdir, steps, extra=()):
     return [f"--config=configs/sft_cpu_demo.py", f"--workdir={workdir}", f"--config.data={data}",
             f"--config.total_steps={steps}", f"--config.seq_len={SEQ}", "--config.rows=8",
-            "--config.policy.preset=tiny-hd128", *extra]
+            "--config.policy.preset=tiny-h64", *extra]
 
 
 def _rows(workdir):
@@ -116,7 +116,7 @@ def test_sft_learns_tool_calls(demos, tmp_path):
     # before: the same architecture at random init (what step 0 was)
     from orchestra_jax.models import init_params, presets, save_hf_checkpoint
     import jax
-    tiny = presets["tiny-hd128"]
+    tiny = presets["tiny-h64"]
     save_hf_checkpoint(tiny, init_params(tiny, jax.random.key(0)), tmp_path / "rand")
     before = _format_valid_rate(tmp_path / "rand", demos["shared"])
     after = _format_valid_rate(work / "hf", demos["shared"])

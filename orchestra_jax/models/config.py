@@ -230,6 +230,11 @@ presets: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
                         num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=2048,
                         dtype=jnp.float32),
+    # tiny-h64: the CPU demo's policy: hidden 64, 2 layers, real Qwen3 vocab (tied), 9.8M params.
+    "tiny-h64": ModelConfig(vocab_size=151936, hidden_size=64, intermediate_size=128,
+                            num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32,
+                            tie_word_embeddings=True, max_position_embeddings=4096,
+                            bos_token_id=151643, eos_token_id=151645, dtype=jnp.float32),
     # tiny-hd128: head_dim 128 (sglang-jax kernels want 128), real Qwen3 vocab for the tokenizer.
     "tiny-hd128": ModelConfig(vocab_size=151936, hidden_size=128, intermediate_size=256,
                               num_layers=2, num_heads=2, num_kv_heads=1, head_dim=128,

@@ -69,10 +69,8 @@ class DemoConfig:
     demos_per_task: int = 2
     wrong_strategy_fraction: float = 0.5      # demonstrations using the other tool sequence
     prefer_fraction: float = 0.5              # tasks carrying the "prefer local search" pref.
-    policy_preset: str = "tiny-hd128"
-    policy_overrides: tuple[tuple[str, Any], ...] = (
-        ("hidden_size", 64), ("intermediate_size", 128), ("num_heads", 2),
-        ("num_kv_heads", 1), ("head_dim", 32), ("max_position_embeddings", 4096))
+    policy_preset: str = "tiny-h64"
+    policy_overrides: tuple[tuple[str, Any], ...] = ()
     seq_len: int = 1024
     sft_steps: int = 50
     sft_rows: int = 8
