@@ -252,11 +252,20 @@ def run_grpo(cfg: GRPOConfig, workdir: str, *, preferences: Any = None,
             parts = build_parts(engine, tok)
         else:
             parts = build_rollout(spec, preferences=preferences, engine=engine, tokenizer=tok)
+        _start_version(parts.engine, rt)
         return _loop(cfg, rt, parts, on_step)
     finally:
         if parts is not None:
             parts.close()
         rt.close()
+
+
+def _start_version(engine, rt) -> None:
+    """An engine that carries no policy version yet (SGLang: the loop counts its weight syncs)
+    starts at the run's (0, or the restored one), so records before the first sync carry a
+    version, not None."""
+    if engine is not None and getattr(engine, "version", None) is None:
+        engine.version = int(rt.resume_meta.get("policy_version", 0))
 
 
 def _default_pref(cfg: GRPOConfig, parts, names) -> list[float]:
