@@ -181,6 +181,17 @@ _JS = r"""
 """
 
 
+def _viewer_preference(t: dict) -> None:
+    """Training records (``Trajectory.to_json``) carry P as a list next to
+    ``preference_instruction`` / ``preference_kind``; the page reads evaluation records'
+    ``{"id", "instruction", "vector"}`` form."""
+    p = t.get("preference")
+    if isinstance(p, (list, tuple)):
+        t["preference"] = {"id": t.get("preference_kind") or "P",
+                           "instruction": t.get("preference_instruction") or "",
+                           "vector": [float(x) for x in p]}
+
+
 def render_html(trajectories: Sequence[Mapping[str, Any]], *, title: str = "trajectories",
                 run_info: Optional[Mapping[str, Any]] = None) -> str:
     """The page for these trajectories (dicts as written by ``compact_trajectory`` /
@@ -188,6 +199,7 @@ def render_html(trajectories: Sequence[Mapping[str, Any]], *, title: str = "traj
     trajs = [dict(t) for t in trajectories]
     for t in trajs:
         t.setdefault("trial", 0)
+        _viewer_preference(t)
         for k in ("tokens", "loss_mask", "rollout_logprobs"):
             t.pop(k, None)
     _group_breakdowns(trajs)
