@@ -253,6 +253,7 @@ def run_grpo(cfg: GRPOConfig, workdir: str, *, preferences: Any = None,
         else:
             parts = build_rollout(spec, preferences=preferences, engine=engine, tokenizer=tok)
         _start_version(parts.engine, rt)
+        _resync_servers_on_resume(parts, rt)
         return _loop(cfg, rt, parts, on_step)
     finally:
         if parts is not None:
@@ -266,6 +267,25 @@ def _start_version(engine, rt) -> None:
     version, not None."""
     if engine is not None and getattr(engine, "version", None) is None:
         engine.version = int(rt.resume_meta.get("policy_version", 0))
+
+
+def _resync_servers_on_resume(parts, rt) -> None:
+    """A resumed run's SGLang servers were launched on ``policy_checkpoint`` (the run's initial
+    weights) while the trainer restored its trained params: push the restored params before
+    the first rollout, under the restored policy version. Failing here stops the run before it
+    trains on rollouts of the wrong policy."""
+    if rt.start_step == 0 or hasattr(parts.engine, "update_params"):
+        return      # fresh run, or an in-process engine built on the restored params
+    if not (getattr(parts, "servers", None) or getattr(parts.spec, "sglang_urls", ())):
+        return
+    version = int(getattr(parts.engine, "version", 0) or 0)
+    parts.engine.version = version - 1          # sync_weights publishes version + 1
+    res = sync_weights(parts, rt)
+    parts.engine.version = version
+    if res.get("weight_sync_failed"):
+        raise RuntimeError("resuming: the rollout servers could not load the restored policy "
+                           "(see the weight-sync warning above); not training on rollouts of "
+                           "the initial weights")
 
 
 def _default_pref(cfg: GRPOConfig, parts, names) -> list[float]:
