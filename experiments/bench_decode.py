@@ -148,6 +148,13 @@ def bench(cfg) -> dict:
     return out
 
 
+def bench_sglang(cfg) -> dict:
+    """Only the sglang-jax comparison (bench_all runs it as its own section)."""
+    rs = np.random.RandomState(0)
+    prompts = rs.randint(0, 32000, (int(cfg.batch), int(cfg.prompt_len))).astype(np.int32)
+    return _bench_sglang(cfg, prompts)
+
+
 def _bench_sglang(cfg, prompts: np.ndarray) -> dict:
     """Ours vs the sglang-jax server on one head_dim-128 checkpoint (greedy, batch concurrent)."""
     from orchestra_jax.chat.tokenizer import load_tokenizer
