@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft_steps = 50
     c.sft_rows = 8
     c.sft_lr = 1e-2
-    c.grpo_steps = 8
+    c.grpo_steps = 10
     c.tasks_per_step = 8
     c.group_size = 4
     c.grpo_lr = 3e-5
@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     # rarely do while near-even choices (search or answer) stay near-even. Log-probs are the
     # model's own (pre-temperature), as the trainer computes them.
     c.temperature = 0.6
+    c.eval_temperature = 0.6          # [C] the release validates at T=0.6 ...
+    c.eval_samples = 4                # [C] ... with 4 samples per task
     c.max_new_tokens_per_turn = 40
     c.expert_max_new_tokens = 40
     c.concurrency = 16

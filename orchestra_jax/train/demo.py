@@ -14,7 +14,7 @@
 5. GRPO (``train/grpo_loop.py``): each training task gets a neutral preference (default P:
    outcome, cost, latency) or the "prefer local search" one (instruction + P), G rollouts,
    Eq. 2 rewards, filters, advantages, clipped updates, weight sync.
-6. Held-out evaluation (greedy) before and after GRPO, per seed and averaged: accuracy, Eq. 2
+6. Held-out evaluation (T=0.6, 4 samples per task [C]) before and after GRPO, per seed and averaged: accuracy, Eq. 2
    reward, cost, latency, tool-call shares; then the same held-out tasks under a held-out
    wording of the "prefer local search" preference vs neutral.
 
@@ -75,7 +75,7 @@ class DemoConfig:
     sft_steps: int = 50
     sft_rows: int = 8
     sft_lr: float = 1e-2
-    grpo_steps: int = 8
+    grpo_steps: int = 10
     tasks_per_step: int = 8
     group_size: int = 4
     grpo_lr: float = 3e-5
@@ -83,6 +83,8 @@ class DemoConfig:
     mini_batch_samples: int = 32
     max_turns: int = 4
     temperature: float = 0.6                  # rollout sampling ([C] 1.0; see configs/demo.py)
+    eval_temperature: float = 0.6             # [C] val_temperature
+    eval_samples: int = 4                     # [C] val n
     max_new_tokens_per_turn: int = 40
     expert_max_new_tokens: int = 40
     concurrency: int = 16
@@ -245,15 +247,20 @@ def record_demonstrations(shared: Shared, seed: int, out: pathlib.Path, log=prin
 # ---------------------------------------------------------------------------- evaluation
 def evaluate_policy(shared: Shared, checkpoint: str, preference: Optional[Preference],
                     out: pathlib.Path) -> list[Trajectory]:
-    """Greedy episodes of every held-out task with the policy in ``checkpoint``."""
+    """``eval_samples`` episodes of every held-out task at ``eval_temperature`` ([C] the
+    release validates at T=0.6 with n=4) with the policy in ``checkpoint``. Greedy decoding of
+    a tiny policy is brittle (one wrong argmax token breaks a tool call), so the paper code's
+    sampled validation is the measure."""
     from orchestra_jax.models import load_hf_checkpoint
     cfg = shared.cfg
     m_cfg, params = load_hf_checkpoint(checkpoint)
     engine = LocalJaxEngine(m_cfg, params, max_context=cfg.seq_len + 64, seed=0)
     parts = make_parts(shared, engine, cfg, prefer_fraction=0.0)
-    parts.episode_config = episode_config(cfg, temperature=0.0)
+    parts.episode_config = dataclasses.replace(
+        episode_config(cfg, temperature=cfg.eval_temperature), seed=12345)
     setup = shared.setup(preference)
-    envs = [parts.env_factory(t, setup, setup.meta(f"eval/{t['id']}", 0)) for t in shared.heldout]
+    envs = [parts.env_factory(t, setup, setup.meta(f"eval/{t['id']}", k))
+            for t in shared.heldout for k in range(cfg.eval_samples)]
     with TrajectoryWriter(out, fsync=False) as w:
         return asyncio.run(run_episodes(engine, shared.tokenizer, envs, parts.episode_config,
                                         concurrency=cfg.concurrency, writer=w, progress=False))
