@@ -30,4 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
                           head_dim=128, tie_word_embeddings=True, rope_theta=1_000_000.0,
                           rms_norm_eps=1e-6, max_position_embeddings=4096)
     c.sglang_server = "configs/sglang_cpu.py"
+    c.sglang_mem_fraction = 0.2    # the server's mem_fraction_static (0.05 of sglang_cpu.py is too
+                                   # little for this model's f32 weights: "Not enough memory")
     return c
