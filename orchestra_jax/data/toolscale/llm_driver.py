@@ -50,7 +50,35 @@ def extract_json(text: str) -> Any:
                 return dec.raw_decode(text[i:])[0]
             except json.JSONDecodeError:
                 continue
+            except RecursionError:   # e.g. a degenerate "[[[[…" reply
+                raise ValueError("JSON nested too deeply") from None
     raise ValueError(f"no JSON value in reply {text[:120]!r}")
+
+
+def _reason(e: Exception) -> str:
+    """First line of an error about a model output (its str() may itself fail, e.g. on a
+    deeply nested value)."""
+    try:
+        msg = e.message if isinstance(e, jsonschema.ValidationError) else str(e)
+        line = (msg.splitlines() or [""])[0][:200]
+    except Exception:   # noqa: BLE001
+        line = "(unprintable)"
+    return line if isinstance(e, (ValueError, jsonschema.ValidationError)) else \
+        f"{type(e).__name__}: {line}"
+
+
+def _normalize_spec(spec: list) -> list:
+    """A model's (valid) tools spec with the optional ``parameters`` filled in, so later stages
+    and the written policy can list every tool's arguments."""
+    out = []
+    for e in spec:
+        f = dict(e["function"])
+        params = dict(f.get("parameters") or {"type": "object"})
+        if not isinstance(params.get("properties"), dict):
+            params["properties"] = {}
+        f["parameters"] = params
+        out.append({**e, "function": f})
+    return out
 
 
 class Journal:
@@ -143,8 +171,8 @@ class LLMDriver:
                                       "attempts": attempt + 1})
                     ctx.counts[f"{stage}.ok"] += 1
                     return value
-                except (ValueError, jsonschema.ValidationError, TypeError) as e:
-                    error = f"invalid output: {str(e).splitlines()[0][:200]}"
+                except Exception as e:   # noqa: BLE001 — nothing a model says may crash the run
+                    error = f"invalid output: {_reason(e)}"
                 ctx.counts[f"{stage}.invalid"] += 1
             messages = messages[:2] + [
                 {"role": "assistant", "content": reply[:2000]},
@@ -220,7 +248,7 @@ class LLMDriver:
             domain=ctx.config.domain, collections=colls, demo=demo,
             max_tools=ctx.config.max_tools), prompts.TOOLS_SCHEMA, check)
         if spec:
-            return spec
+            return _normalize_spec(spec)
         if not self.tools_fallback:
             raise RuntimeError("llm driver: no valid tools and llm_tools_fallback is off")
         ctx.counts["tools.fallback_schema_derived"] += 1
