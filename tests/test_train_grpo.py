@@ -164,8 +164,8 @@ def sft_policy(shared, tmp_path_factory):
     demos = demo.record_demonstrations(shared, 0, d / "demos.jsonl", log=lambda *_: None)
     r = subprocess.run([PY, "experiments/train_sft.py", "--config=configs/sft_cpu_demo.py",
                         f"--workdir={d / 'sft'}", f"--config.data={demos}",
-                        "--config.total_steps=25", "--config.seq_len=1024", "--config.rows=8",
-                        "--config.eval_every=25", "--config.checkpoint_every=25"],
+                        "--config.total_steps=50", "--config.seq_len=1024", "--config.rows=8",
+                        "--config.eval_every=50", "--config.checkpoint_every=50"],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return d / "sft" / "hf"

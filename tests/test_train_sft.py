@@ -80,7 +80,8 @@ def _format_valid_rate(checkpoint, shared, n_prompts=12, seed=0):
     from orchestra_jax.models import load_hf_checkpoint
     from orchestra_jax.models.sampling import generate
     from orchestra_jax.train import demo
-    cfg, params = load_hf_checkpoint(checkpoint)
+    import jax.numpy as jnp
+    cfg, params = load_hf_checkpoint(checkpoint, compute_dtype=jnp.float32)
     tasks = (shared.heldout * 4)[:n_prompts]
     prompts, registries = [], []
     for t in tasks:
@@ -107,8 +108,8 @@ def test_sft_learns_tool_calls(demos, tmp_path):
     """Held-out loss falls and the SFT'd tiny policy writes valid tool calls on unseen prompts
     far more often than before (random init: ~0)."""
     work = tmp_path / "sft"
-    r = _run(_base(demos["path"], work, 30, ["--config.eval_every=10",
-                                             "--config.checkpoint_every=30"]))
+    r = _run(_base(demos["path"], work, 50, ["--config.eval_every=25",
+                                             "--config.checkpoint_every=50"]))
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _rows(work)
     held = [row["heldout_loss"] for row in rows if "heldout_loss" in row]

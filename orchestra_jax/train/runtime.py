@@ -165,6 +165,12 @@ def setup(workdir: str | pathlib.Path, *, policy: PolicySource, optimizer_cfg:
         state, meta = checkpointer.restore(target, latest)
         start = int(latest)
         logging.info("resumed %s from step %d", workdir, start)
+    if latest is None and jax.process_index() == 0:
+        # no checkpoint: a run killed before its first save starts over, including step 0's
+        # pre-training rows (evaluation before training)
+        from orchestra_jax.train.metrics import METRICS_FILE, truncate_metrics
+        if (workdir / METRICS_FILE).exists():
+            truncate_metrics(workdir / METRICS_FILE, -1)
     metrics = MetricsWriter(workdir, enabled=jax.process_index() == 0, resume_step=start,
                             total_steps=progress_total)
     if jax.process_index() == 0:
