@@ -54,7 +54,8 @@ setup(
     install_requires=CORE,
     extras_require={
         # HF parity tests need PyTorch; 2.13.0 is the CPU build on this machine kind.
-        "test": ["torch==2.13.0", "pytest>=8,<10", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+        "test": ["torch==2.13.0", "accelerate>=1.0",   # transformers GGUF loader (tests/test_gguf.py)
+                 "pytest>=8,<10", "pytest-timeout>=2.3", "hypothesis>=6.100"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],

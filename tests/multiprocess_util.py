@@ -136,3 +136,11 @@ def read_arrays(workdir: str | os.PathLike, rank: int, name: str) -> dict:
     import numpy as np
     with np.load(pathlib.Path(workdir) / f"result_{rank}.json.{name}.npz") as z:
         return dict(z)
+
+
+def one_device_env() -> dict:
+    """This process's environment for a subprocess that should see one CPU device."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "xla_force_host_platform_device_count" not in f)
+    return env
