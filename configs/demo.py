@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.grpo_lr = 3e-5
     c.grpo_rows = 8
     c.mini_batch_samples = 32
+    c.format_filter_mode = "turn"     # [C] drop malformed turns ("none" [ours]: keep them, so they
+    #                                   take their trajectory's advantage; measured: no clear gain)
+    c.drop_invalid_output = True      # [P] invalid-output filter
     c.max_turns = 4
     # [ours] rollout temperature ([C] 1.0): a small SFT'd policy still puts ~1e-2 of its mass on
     # a wrong token here and there; at T=1 most 25-token tool calls then break, at 0.6 they

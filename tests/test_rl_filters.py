@@ -30,6 +30,9 @@ def test_format_filter_turn_and_trajectory_modes():
                                   [[[True, False, True], [True, True, False]]])
     np.testing.assert_array_equal(np.asarray(format_filter(ok, exists, mode="trajectory")),
                                   [[[False, False, False], [True, True, False]]])
+    # "none" [ours]: malformed turns stay (they take their trajectory's advantage); padding never
+    np.testing.assert_array_equal(np.asarray(format_filter(ok, exists, mode="none")),
+                                  np.asarray(exists))
     with pytest.raises(ValueError, match="mode"):
         format_filter(ok, mode="token")
 

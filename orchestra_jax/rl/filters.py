@@ -25,7 +25,7 @@ from orchestra_jax.rl.advantages import group_std
 
 Array = jax.Array
 
-FORMAT_MODES = ("turn", "trajectory")
+FORMAT_MODES = ("turn", "trajectory", "none")
 
 
 class FilterResult(NamedTuple):
@@ -54,8 +54,10 @@ def format_filter(format_ok: Any, turn_mask: Any = None, *, mode: str = "turn") 
     Args:
       format_ok: [B, G, K] bool, the turn's output followed the tool-call format.
       turn_mask: optional [B, G, K] bool, which turn slots exist (padding False -> never kept).
-      mode: "turn" (release: drop only the malformed turns) or "trajectory" (drop all turns of a
-        trajectory that has any malformed turn).
+      mode: "turn" (release: drop only the malformed turns), "trajectory" (drop all turns of a
+        trajectory that has any malformed turn) or "none" ([ours]: keep malformed turns, so they
+        take their trajectory's — usually negative — advantage and the policy learns to avoid
+        them; for small policies whose main failure is the format).
     """
     _checks.check_choice("mode", mode, FORMAT_MODES)
     _checks.check_ndim("format_ok", format_ok, 3)
@@ -65,6 +67,8 @@ def format_filter(format_ok: Any, turn_mask: Any = None, *, mode: str = "turn") 
     else:
         _checks.check_shape("turn_mask", turn_mask, ok.shape)
         exists = jnp.asarray(turn_mask, bool)
+    if mode == "none":
+        return exists
     if mode == "turn":
         return ok & exists
     clean = jnp.all(ok | ~exists, axis=-1, keepdims=True)

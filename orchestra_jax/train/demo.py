@@ -81,6 +81,8 @@ class DemoConfig:
     grpo_lr: float = 3e-5
     grpo_rows: int = 8
     mini_batch_samples: int = 32
+    format_filter_mode: str = "turn"          # [C]; configs/demo.py: "none" [ours]
+    drop_invalid_output: bool = True          # [P]; configs/demo.py: False [ours]
     max_turns: int = 4
     temperature: float = 0.6                  # rollout sampling ([C] 1.0; see configs/demo.py)
     eval_temperature: float = 0.6             # [C] val_temperature
@@ -322,7 +324,8 @@ def run_seed(shared: Shared, seed: int, log=print) -> dict:
         rollout=tuple(sorted(dataclasses.asdict(spec(cfg)).items())),
         total_steps=cfg.grpo_steps, tasks_per_step=cfg.tasks_per_step,
         group_size=cfg.group_size,
-        scoring=ScoringConfig(unit="turn"),
+        scoring=ScoringConfig(unit="turn", format_filter_mode=cfg.format_filter_mode,
+                              drop_invalid_output=cfg.drop_invalid_output),
         loss=PPOLossConfig(kl_coef=0.0),
         mini_batch_samples=cfg.mini_batch_samples, rows=cfg.grpo_rows, seq_len=cfg.seq_len,
         chunk_size=256, checkpoint_every=cfg.grpo_steps, concurrency=cfg.concurrency,
