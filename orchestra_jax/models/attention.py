@@ -18,13 +18,12 @@ Implementations (``ModelConfig.attention_impl``):
     Scores ``[B, K, G, Lq, S]`` in float32, one dense ``[B, Lq, S]`` mask, softmax, weighted sum.
     Memory O(Lq·S) per head.
 ``"blockwise"``
-    Pure-JAX online softmax (flash-style, :mod:`orchestra_jax.models.flash`): a ``lax.map`` over
-    query tiles, each a ``lax.scan`` over KV tiles carrying the running max / normaliser /
-    accumulator in float32. Masks are made per ``[block, block]`` tile from slot indices,
-    ``kv_mask`` and segment ids; KV tiles wholly in a query tile's causal future are skipped
-    (``lax.cond``). A ``custom_vjp`` backward recomputes probabilities tile by tile from the
-    saved log-sum-exp, so forward *and* backward memory is O(L·block), not O(L²).
-    Works for decode too (one query over the cache's slots, ``kv_mask`` per tile).
+    Pure-JAX online softmax (flash-style): a ``lax.map`` over query blocks, each a ``lax.scan``
+    over KV blocks carrying the running max / normaliser / accumulator in float32. Masks are made
+    per ``[block, block]`` tile from slot indices, ``kv_mask`` and segment ids; KV blocks wholly
+    in a query block's causal future are skipped (``lax.cond``). Query-block and KV-step bodies
+    are ``jax.checkpoint``-ed, so forward *and* backward memory is O(L·block), not O(L²).
+    Works for decode too (one query over the cache's slots, ``kv_mask`` per block).
 ``"cudnn"``
     ``jax.nn.dot_product_attention``. Without a cache and without segment ids it uses
     ``is_causal=True`` (no mask tensor; cuDNN skips the masked half); segment ids become its
@@ -44,7 +43,6 @@ import jax
 import jax.numpy as jnp
 
 from orchestra_jax.models.config import ATTENTION_IMPLS
-from orchestra_jax.models.flash import flash_attention_tiles
 
 _NEG = float(jnp.finfo(jnp.float32).min)
 
@@ -124,6 +122,7 @@ def _pad_to(x, n, axis, value=0):
 def _blockwise(q, k, v, q_offset, q_seg, kv_seg, kv_mask, block: int):
     b, lq, h, dh = q.shape
     s, kh = k.shape[1], k.shape[2]
+    g = h // kh
     dt = q.dtype
     bq, bk = min(block, lq), min(block, s)
     nq, nk = -(-lq // bq), -(-s // bk)
@@ -131,17 +130,58 @@ def _blockwise(q, k, v, q_offset, q_seg, kv_seg, kv_mask, block: int):
     valid = jnp.ones((b, s), bool) if kv_mask is None else kv_mask
     valid = _pad_to(valid, nk * bk, 1, False)                       # padded keys never count
     seg = q_seg is not None
-    if not seg:  # placeholders (unused when seg is False)
+    if not seg:  # one dummy segment keeps a single code path (constant-folded by XLA)
         q_seg, kv_seg = jnp.zeros((b, lq), jnp.int32), jnp.zeros((b, s), jnp.int32)
+    qb = _pad_to(q, nq * bq, 1).reshape(b, nq, bq, kh, g, dh)
+    qsb = _pad_to(q_seg, nq * bq, 1).reshape(b, nq, bq)
+    kb = _pad_to(k.astype(dt), nk * bk, 1).reshape(b, nk, bk, kh, dh)
+    vb = _pad_to(v.astype(dt), nk * bk, 1).reshape(b, nk, bk, kh, dh)
+    ksb = _pad_to(kv_seg, nk * bk, 1).reshape(b, nk, bk)
+    vmb = valid.reshape(b, nk, bk)
+    kv_xs = (jnp.moveaxis(kb, 1, 0), jnp.moveaxis(vb, 1, 0), jnp.moveaxis(ksb, 1, 0),
+             jnp.moveaxis(vmb, 1, 0), jnp.arange(nk, dtype=jnp.int32))
+    scale = dh ** -0.5
 
-    def tiles(x, n, t):  # [B, n*t, ...] -> [n, B, t, ...]
-        return jnp.moveaxis(_pad_to(x, n * t, 1).reshape(b, n, t, *x.shape[2:]), 1, 0)
+    @jax.checkpoint
+    def kv_step(carry, xs, q_blk, qs_blk, qslot):
+        m, l, acc = carry                      # [b,kh,g,bq], same, [b,kh,g,bq,dh] (float32)
+        k_blk, v_blk, ks_blk, vm_blk, j = xs
+        kslot = j * bk + jnp.arange(bk, dtype=jnp.int32)
+        sc = jnp.einsum("bqkgd,bskd->bkgqs", q_blk, k_blk,
+                        preferred_element_type=jnp.float32) * scale
+        mask = (kslot[None, :] <= qslot[:, None])[None] & vm_blk[:, None, :]
+        if seg:
+            mask = mask & (qs_blk[:, :, None] == ks_blk[:, None, :])
+        sc = jnp.where(mask[:, None, None], sc, _NEG)
+        m_new = jnp.maximum(m, jnp.max(sc, axis=-1))
+        corr = jnp.exp(m - m_new)
+        p = jnp.exp(sc - m_new[..., None])
+        l = l * corr + jnp.sum(p, axis=-1)
+        pv = jnp.einsum("bkgqs,bskd->bkgqd", p.astype(dt), v_blk,
+                        preferred_element_type=jnp.float32)
+        return (m_new, l, acc * corr[..., None] + pv), None
 
-    out = flash_attention_tiles(
-        (seg, dh ** -0.5),
-        tiles(q, nq, bq).reshape(nq, b, bq, kh, h // kh, dh),
-        tiles(k.astype(dt), nk, bk), tiles(v.astype(dt), nk, bk),
-        tiles(q_seg, nq, bq), tiles(kv_seg, nk, bk), tiles(valid, nk, bk), offset)
+    @jax.checkpoint
+    def q_block(xs):
+        q_blk, qs_blk, i = xs
+        qslot = offset + i * bq + jnp.arange(bq, dtype=jnp.int32)
+        last = offset + i * bq + bq - 1        # the block's latest query slot
+
+        def step(carry, kxs):
+            # KV blocks wholly in this query block's future hold nothing it may see
+            return jax.lax.cond(kxs[-1] * bk <= last,
+                                lambda c: kv_step(c, kxs, q_blk, qs_blk, qslot),
+                                lambda c: (c, None), carry)
+
+        init = (jnp.full((b, kh, g, bq), _NEG, jnp.float32),
+                jnp.zeros((b, kh, g, bq), jnp.float32),
+                jnp.zeros((b, kh, g, bq, dh), jnp.float32))
+        (m, l, acc), _ = jax.lax.scan(step, init, kv_xs)
+        # l >= 1: the running max always contributes exp(0)
+        return jnp.moveaxis(acc / l[..., None], 3, 1).astype(dt)    # [b, bq, kh, g, dh]
+
+    out = jax.lax.map(q_block, (jnp.moveaxis(qb, 1, 0), jnp.moveaxis(qsb, 1, 0),
+                                jnp.arange(nq, dtype=jnp.int32)))   # [nq, b, bq, kh, g, dh]
     return jnp.moveaxis(out, 0, 1).reshape(b, nq * bq, h, dh)[:, :lq]
 
 
