@@ -81,8 +81,8 @@ class DemoConfig:
     grpo_lr: float = 3e-5
     grpo_rows: int = 8
     mini_batch_samples: int = 32
-    format_filter_mode: str = "turn"          # [C]; configs/demo.py: "none" [ours]
-    drop_invalid_output: bool = True          # [P]; configs/demo.py: False [ours]
+    format_filter_mode: str = "turn"          # [C] ("none" [ours]: keep malformed turns)
+    drop_invalid_output: bool = True          # [P]
     max_turns: int = 4
     temperature: float = 0.6                  # rollout sampling ([C] 1.0; see configs/demo.py)
     eval_temperature: float = 0.6             # [C] val_temperature
