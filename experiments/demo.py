@@ -41,7 +41,10 @@ def main(argv) -> None:
         print(f"mean after:  {_fmt(s['after'])}")
         print(f"preference (local_search share): neutral {s['preference']['neutral']:.2f}, "
               f"favouring {s['preference']['favouring']:.2f}")
+        print(f"start spread (seeds): accuracy {s['spread_before']['accuracy']:.2f}, reward "
+              f"{s['spread_before']['reward']:.3f}")
         print(f"setup {s['setup_s']:.0f} s, training + evaluation {s['train_s']:.0f} s")
+        print("checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in s["checks"].items()))
         work = pathlib.Path(cfg.workdir)
         print(f"curves: {work / 'curves.png'}\nviewer: {work / 'viewer.html'}")
         print(str((work / "summary.json").resolve()))

@@ -167,3 +167,24 @@ def test_smollm2_as_tau2_user_simulator(smol, prices):
         assert obs[-1]["role"] == "user" and obs[-1]["content"].strip()
     assert env.user_cost_usd > 0
     json.dumps(user.messages)   # the transcript is plain JSON
+
+
+def test_engine_latency_excludes_the_queue_wait():
+    """latency="engine" reports the sampler's time for the request's batch; "wall" (default)
+    also counts the wait in the engine's queue (here a 0.6 s batching window)."""
+    import jax
+    from orchestra_jax.chat.tokenizer import load_tokenizer
+    from orchestra_jax.models import init_params, presets
+    from orchestra_jax.rollout.local_engine import LocalJaxEngine
+    tiny = presets["tiny-h64"]
+    engine = LocalJaxEngine(tiny, init_params(tiny, jax.random.key(0)), max_context=512,
+                            batch_window_s=0.6)
+    wall = LocalChatModel(engine, load_tokenizer(), model="tiny", max_new_tokens_cap=4)
+    eng = wall.with_options(latency="engine")
+    msgs = [{"role": "user", "content": "Say hi."}]
+    run(wall.chat(msgs, max_tokens=4))                      # compile outside the measurement
+    w = run(wall.chat(msgs, max_tokens=4)).latency_s
+    e = run(eng.chat(msgs, max_tokens=4)).latency_s
+    assert w >= 0.6 and 0 < e < w - 0.5, (w, e)
+    with pytest.raises(ValueError, match="latency"):
+        LocalChatModel(engine, load_tokenizer(), latency="queue")

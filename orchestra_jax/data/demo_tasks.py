@@ -31,7 +31,6 @@ _KINDS = ("Institute", "Bridge", "Observatory", "Library", "Guild", "Academy")
 _TOWNS = ("Quillby", "Marrow", "Stenfold", "Brackley", "Duneholm", "Ashcombe", "Pennick",
           "Harlow", "Wyvern", "Corrib", "Elstow", "Fintry")
 _COLOURS = ("orange", "green", "purple", "yellow", "silver", "crimson", "blue", "white")
-_ANIMALS = ("heron", "badger", "otter", "falcon", "lynx", "tortoise", "beaver", "owl")
 
 # (question, answer) pairs of general knowledge. Checked against SmolLM2-135M-Instruct (the demo
 # expert): it answers each of these correctly without context.
@@ -59,19 +58,17 @@ def lookup_tasks(seed: int, n: int) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     docs, tasks = [], []
     for i, ent in enumerate(_entities(rng, n)):
-        rel = rng.randrange(3)
-        if rel == 0:
+        # Two relations SmolLM2-135M reads reliably from a retrieved document (town 20/24,
+        # colour 7/7 over search -> answer episodes); a third, "what animal is the mascot", was
+        # dropped: the expert answered it 4/21 even with the right document in context.
+        if rng.randrange(2) == 0:
             town = rng.choice(_TOWNS)
             text = f"The {ent} was founded in the town of {town} in {rng.randint(1700, 1950)}."
             q, a = f"In which town was the {ent} founded?", town
-        elif rel == 1:
+        else:
             colour = rng.choice(_COLOURS)
             text = f"The {ent} is painted {colour} and stands near the old market square."
             q, a = f"What colour is the {ent} painted?", colour
-        else:
-            animal = rng.choice(_ANIMALS)
-            text = f"The mascot of the {ent} is a {animal} called {rng.choice(_TOWNS)}ie."
-            q, a = f"What animal is the mascot of the {ent}?", animal
         slug = ent.lower().replace(" ", "_")
         docs.append({"id": f"demo-{i:03d}-{slug}", "title": f"The {ent}", "text": text})
         tasks.append({"id": f"lookup-{i:03d}", "question": q, "answer": a, "kind": "lookup"})

@@ -40,6 +40,11 @@ class LocalChatModel:
       max_context: prompts longer than this (tokens) are refused with ExpertError.
       prices / price_name: price sheet and the model name priced (default ``model``); when given,
         ``ChatResponse.cost_usd`` is set.
+      latency: ``"wall"`` (default [C]: the call's wall-clock time, including the wait for a
+        shared engine) or ``"engine"`` [ours]: the engine's own time for the batch that served
+        the request, without the wait in this process's queue — on a small CPU box where the
+        policy, the trainer and this expert share two cores, the wait measures contention, not
+        the model.
     """
 
     def __init__(self, engine: Engine, tokenizer, *, model: str = "local",
@@ -47,7 +52,10 @@ class LocalChatModel:
                  max_context: Optional[int] = None, max_new_tokens_cap: Optional[int] = None,
                  response_prefix: str = "", response_suffix: str = "", top_p: float = 1.0,
                  seed: Optional[int] = None, prices: Any = None,
-                 price_name: Optional[str] = None):
+                 price_name: Optional[str] = None, latency: str = "wall"):
+        if latency not in ("wall", "engine"):
+            raise ValueError(f"latency must be 'wall' or 'engine', got {latency!r}")
+        self.latency = latency
         self.engine = engine
         self.tokenizer = tokenizer
         self.model = model
@@ -106,7 +114,8 @@ class LocalChatModel:
                 if self.prices is not None else None)
         return ChatResponse(text=body, tool_calls=tool_calls, prompt_tokens=len(prompt),
                             completion_tokens=len(out.token_ids),
-                            latency_s=time.perf_counter() - t0, model=self.model,
+                            latency_s=(float(out.latency_s) if self.latency == "engine"
+                                       else time.perf_counter() - t0), model=self.model,
                             finish_reason=out.finish_reason, reasoning=reasoning, cost_usd=cost)
 
     @classmethod
@@ -135,6 +144,6 @@ class LocalChatModel:
                     max_new_tokens_cap=self.max_new_tokens_cap,
                     response_prefix=self.response_prefix, response_suffix=self.response_suffix,
                     top_p=self.top_p, seed=self.seed, prices=self.prices,
-                    price_name=self.price_name)
+                    price_name=self.price_name, latency=self.latency)
         opts.update(kwargs)
         return type(self)(self.engine, self.tokenizer, **opts)

@@ -14,12 +14,16 @@ until a document is retrieved; ``search_once`` (FRAMES eval) refuses ``search`` 
 
 :class:`QAToolkit` bundles registry + alias mapping + expert clients + index/web + prices and runs a
 parsed call against a :class:`QAState`. Every :class:`ToolResult` carries ``cost_usd`` (expert
-tokens at the sheet's prices + search + sandbox seconds) and the wall-clock ``latency_s`` of the call.
+tokens at the sheet's prices + search + sandbox seconds) and the wall-clock ``latency_s`` of the call
+[C], in which each expert call counts the latency its client reports: the same wall-clock time for
+an API client, the first call's recorded time for a response-cache hit (``tools/llm_cache.py``),
+the engine's own time for an in-process model with ``latency="engine"`` [ours].
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -34,6 +38,9 @@ from orchestra_jax.tools.pricing import PriceSheet
 from orchestra_jax.tools.registry import Tool, ToolRegistry, ToolResult, add_usage
 from orchestra_jax.tools.retrieval import Document, LocalSearchIndex
 
+
+# Per tool call: [wall seconds spent awaiting experts, latency the experts reported].
+_EXPERT_CLOCK: contextvars.ContextVar = contextvars.ContextVar("expert_clock", default=None)
 
 # Tool-level descriptions, verbatim from the release's tools.json (typos included).
 TOOL_DESCRIPTIONS = {
@@ -223,6 +230,8 @@ class QAToolkit:
         if refusal is not None:
             return ToolResult.failure(refusal, latency_s=time.perf_counter() - t0, tool=name,
                                       alias=alias, model=model, refused=True)
+        clock = [0.0, 0.0]
+        token = _EXPERT_CLOCK.set(clock)
         try:
             if name == "search":
                 result = await self._search(alias, model, state)
@@ -234,7 +243,9 @@ class QAToolkit:
             result = ToolResult.failure(f"{alias} is unavailable: {e}", expert_error=str(e))
         except Exception as e:  # noqa: BLE001 - any tool failure is an observation
             result = ToolResult.failure(f"{name} failed: {type(e).__name__}: {e}")
-        result.latency_s = time.perf_counter() - t0
+        finally:
+            _EXPERT_CLOCK.reset(token)
+        result.latency_s = max(0.0, time.perf_counter() - t0 - clock[0] + clock[1])
         result.extra.update({"tool": name, "alias": alias, "model": model})
         return result
 
@@ -260,9 +271,15 @@ class QAToolkit:
 
     async def _ask(self, model: str, prompt: str, max_tokens: int, usage: dict) -> tuple[str, float]:
         """(text, cost_usd) of one expert call; usage accumulated in place."""
+        t0 = time.perf_counter()
         resp = await self._expert(model).chat([{"role": "user", "content": prompt}],
                                               max_tokens=max_tokens,
                                               temperature=self.config.expert_temperature)
+        clock = _EXPERT_CLOCK.get()
+        if clock is not None:     # the call's latency is what the client reports (see module doc)
+            wall = time.perf_counter() - t0
+            clock[0] += wall
+            clock[1] += resp.latency_s if resp.latency_s else wall
         add_usage(usage, model, resp.prompt_tokens, resp.completion_tokens)
         return resp.text, self.prices.cost_of_llm_call(model, resp.prompt_tokens,
                                                        resp.completion_tokens)

@@ -8,8 +8,9 @@
    calls are memoised (``tools/llm_cache.py``) so repeats cost no CPU but are billed and timed
    as the first call was.
 3. Demonstrations: scripted tool sequences run through the real episode loop (real
-   observations, expert answers, costs), half of them the wrong strategy for their question,
-   and — for tasks carrying the "prefer local search" instruction — always searching.
+   observations, expert answers, costs): for neutral tasks half of them the wrong strategy for
+   their question (so the warm start does not know when to search), and for tasks carrying the
+   "prefer local search" instruction searching twice before answering.
 4. Warm start: SFT of a small Qwen3 (the real Qwen3 tokenizer) on the demonstrations.
 5. GRPO (``train/grpo_loop.py``): each training task gets a neutral preference (default P:
    outcome, cost, latency) or the "prefer local search" one (instruction + P), G rollouts,
@@ -68,17 +69,21 @@ class DemoConfig:
     heldout_fraction: float = 0.35
     demos_per_task: int = 2
     wrong_strategy_fraction: float = 0.5      # demonstrations using the other tool sequence
-    prefer_fraction: float = 0.5              # tasks carrying the "prefer local search" pref.
+    prefer_fraction: float = 0.25             # tasks carrying the "prefer local search" pref.
     policy_preset: str = "tiny-h64"
-    policy_overrides: tuple[tuple[str, Any], ...] = ()
+    # Model-config overrides for the policy (a loaded checkpoint takes only the attention_*
+    # ones): blockwise attention is ~15% faster than dense XLA for 1024-token rows on CPU and
+    # gives the same result (tests/test_models_attention.py).
+    policy_overrides: tuple[tuple[str, Any], ...] = (("attention_impl", "blockwise"),
+                                                     ("attention_block_size", 256))
     seq_len: int = 1024
-    sft_steps: int = 50
-    sft_rows: int = 8
+    sft_steps: int = 90
+    sft_rows: int = 4
     sft_lr: float = 1e-2
     grpo_steps: int = 10
-    tasks_per_step: int = 8
+    tasks_per_step: int = 6
     group_size: int = 4
-    grpo_lr: float = 3e-5
+    grpo_lr: float = 3e-4
     grpo_rows: int = 8
     mini_batch_samples: int = 32
     format_filter_mode: str = "turn"          # [C] ("none" [ours]: keep malformed turns)
@@ -88,13 +93,16 @@ class DemoConfig:
     eval_temperature: float = 0.6             # [C] val_temperature
     eval_samples: int = 4                     # [C] val n
     max_new_tokens_per_turn: int = 40
-    expert_max_new_tokens: int = 40
+    expert_max_new_tokens: int = 28
     concurrency: int = 16
     top_k_docs: int = 2
 
     def policy_source(self, checkpoint: str = "") -> runtime_lib.PolicySource:
+        over = self.policy_overrides
+        if checkpoint:   # a checkpoint keeps its shapes; the attention kernel still applies
+            over = tuple((k, v) for k, v in over if k.startswith("attention_"))
         return runtime_lib.PolicySource(checkpoint=checkpoint, preset=self.policy_preset,
-                                        overrides=() if checkpoint else self.policy_overrides)
+                                        overrides=over)
 
 
 # ---------------------------------------------------------------------------- shared parts
@@ -182,10 +190,16 @@ def prepare(cfg: DemoConfig, log=print) -> Shared:
     index = LocalSearchIndex.build(paths["corpus"])
     e_cfg, e_params, e_info = load_gguf(scan_layers=True)
     e_tok = e_info.load()
+    # Unpadded batches: a lone request costs one row's prefill (2.6 s for 40 tokens on 2 cores),
+    # not eight (9.2 s); the batch-size buckets (1, 2, 4, 8) compile once each.
     e_engine = LocalJaxEngine(e_cfg, e_params, max_context=2048, seed=0, max_batch=8,
-                              pad_batch=True)
+                              batch_window_s=0.01)
+    # latency="engine" [ours]: the expert's generation time, not its wait behind the policy's
+    # and other episodes' work on the same two cores (which made the first evaluation's expert
+    # calls look 10x slower than later ones and skewed the Eq. 2 latency term).
     expert = CachedChatModel(LocalChatModel(e_engine, e_tok, model=SMOLLM2,
-                                            max_new_tokens_cap=cfg.expert_max_new_tokens),
+                                            max_new_tokens_cap=cfg.expert_max_new_tokens,
+                                            latency="engine"),
                              model=SMOLLM2, path=work / "expert_cache.jsonl")
     log(f"[demo] data in {work / 'data'}; index of {len(index)} docs + SmolLM2 expert loaded in "
         f"{time.perf_counter() - t0:.0f} s ({len(expert)} cached expert answers)")
@@ -214,10 +228,13 @@ def record_demonstrations(shared: Shared, seed: int, out: pathlib.Path, log=prin
     for task in shared.train:
         for _ in range(cfg.demos_per_task):
             pref = shared.prefer("train", rng) if rng.random() < cfg.prefer_fraction else None
-            need_search = task.get("kind") == "lookup" or pref is not None
-            if rng.random() < cfg.wrong_strategy_fraction and pref is None:
-                need_search = not need_search
-            script = [SEARCH, ANSWER] if need_search else [ANSWER]
+            if pref is not None:       # the user trusts local search: search twice, then answer
+                script = [SEARCH, SEARCH, ANSWER]
+            else:
+                need_search = task.get("kind") == "lookup"
+                if rng.random() < cfg.wrong_strategy_fraction:
+                    need_search = not need_search
+                script = [SEARCH, ANSWER] if need_search else [ANSWER]
             parts = make_parts(shared, None, cfg, prefer_fraction=0.0)
             envs.append(parts.env_factory(task, shared.setup(pref)))
             engines.append(ScriptedPolicyEngine(m_cfg, params, script, shared.tokenizer,
@@ -400,11 +417,27 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     summary["setup_s"] = t_setup
     summary["total_s"] = time.perf_counter() - t_start
     summary["train_s"] = summary["total_s"] - t_setup
+    summary["checks"] = acceptance_checks(summary)
     summary["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     _plot(cfg, per, work / "curves.png")
     _viewer(per, work)
     return summary
+
+
+def acceptance_checks(summary: dict) -> dict[str, bool]:
+    """The demo's claims, checked on its own numbers: in every seed GRPO raises held-out
+    accuracy and reward by more than the seed-to-seed spread of the SFT start; the favouring
+    preference raises the favoured tool's share; training + evaluation took <= 15 minutes."""
+    per, spread = summary["per_seed"], summary["spread_before"]
+
+    def gains(m):
+        return all(p["after"][m] - p["before"][m] > spread[m] for p in per)
+    return {"accuracy_gain_exceeds_start_spread_every_seed": gains("accuracy"),
+            "reward_gain_exceeds_start_spread_every_seed": gains("reward"),
+            "preference_moves_share": summary["preference"]["favouring"] >
+            summary["preference"]["neutral"],
+            "within_15_minutes": summary["train_s"] <= 15 * 60}
 
 
 def _plot(cfg: DemoConfig, per: dict, path: pathlib.Path) -> None:
