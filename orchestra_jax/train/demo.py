@@ -15,7 +15,7 @@
 5. GRPO (``train/grpo_loop.py``): each training task gets a neutral preference (default P:
    outcome, cost, latency) or the "prefer local search" one (instruction + P), G rollouts,
    Eq. 2 rewards, filters, advantages, clipped updates, weight sync.
-6. Held-out evaluation (T=0.6, 4 samples per task [C]) before and after GRPO, per seed and averaged: accuracy, Eq. 2
+6. Held-out evaluation (T=0.6 [C], ``eval_samples`` per task) before and after GRPO, per seed and averaged: accuracy, Eq. 2
    reward, cost, latency, tool-call shares; then the same held-out tasks under a held-out
    wording of the "prefer local search" preference vs neutral.
 
@@ -91,9 +91,9 @@ class DemoConfig:
     max_turns: int = 4
     temperature: float = 0.6                  # rollout sampling ([C] 1.0; see configs/demo.py)
     eval_temperature: float = 0.6             # [C] val_temperature
-    eval_samples: int = 4                     # [C] val n
+    eval_samples: int = 3                     # [ours] ([C] val n = 4)
     max_new_tokens_per_turn: int = 40
-    expert_max_new_tokens: int = 28
+    expert_max_new_tokens: int = 24
     concurrency: int = 16
     top_k_docs: int = 2
 
