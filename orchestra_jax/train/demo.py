@@ -194,9 +194,10 @@ def prepare(cfg: DemoConfig, log=print) -> Shared:
     # not eight (9.2 s); the batch-size buckets (1, 2, 4, 8) compile once each.
     e_engine = LocalJaxEngine(e_cfg, e_params, max_context=2048, seed=0, max_batch=8,
                               batch_window_s=0.01)
-    # latency="engine" [ours]: the expert's generation time, not its wait behind the policy's
-    # and other episodes' work on the same two cores (which made the first evaluation's expert
-    # calls look 10x slower than later ones and skewed the Eq. 2 latency term).
+    # latency="engine" [ours]: a call's latency is the expert's generation time for its batch,
+    # not its wait behind the policy's and the trainer's work on the same two cores; the QA
+    # toolkit counts this reported latency (a cache hit replays it), so the Eq. 2 latency term
+    # does not depend on which run happened to compute an answer first.
     expert = CachedChatModel(LocalChatModel(e_engine, e_tok, model=SMOLLM2,
                                             max_new_tokens_cap=cfg.expert_max_new_tokens,
                                             latency="engine"),
