@@ -45,7 +45,7 @@ def sft_demos(tmp_path_factory):
     from orchestra_jax.train import demo
     d = tmp_path_factory.mktemp("sft_data")
     cfg = demo.DemoConfig(workdir=str(d), num_lookup=12, demos_per_task=2, seq_len=1024,
-                          concurrency=8)
+                          concurrency=8, prefer_fraction=0.5)
     paths = demo.write_demo_data(d / "data", seed=0, num_lookup=12)
     tok = load_tokenizer()
     tiny = presets["tiny-h64"]
@@ -62,9 +62,7 @@ def sft_demos(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sft_trained(sft_demos, tmp_path_factory):
-    """experiments/train_sft.py, 100 steps × 4 rows on the recorded demonstrations (tiny-h64
-    policy; the tiny model needs optimizer steps, not tokens, to learn to copy the tool name into
-    the alias argument — 50 × 8 rows left p(alias) at 0.49, see configs/demo.py): the
+    """experiments/train_sft.py, 50 steps on the recorded demonstrations (tiny-h64 policy): the
     run test_train_sft checks for learning and test_train_grpo warm-starts from (its hf/ export)."""
     import subprocess
     import sys
@@ -74,9 +72,9 @@ def sft_trained(sft_demos, tmp_path_factory):
     # this run is about learning (sharded training: test_train_step / test_train_sft).
     r = subprocess.run(
         [sys.executable, "experiments/train_sft.py", "--config=configs/sft_cpu_demo.py",
-         f"--workdir={work}", f"--config.data={sft_demos['path']}", "--config.total_steps=100",
-         "--config.seq_len=768", "--config.rows=4", "--config.policy.preset=tiny-h64",
-         "--config.eval_every=50", "--config.checkpoint_every=100"],
+         f"--workdir={work}", f"--config.data={sft_demos['path']}", "--config.total_steps=50",
+         "--config.seq_len=768", "--config.rows=8", "--config.policy.preset=tiny-h64",
+         "--config.eval_every=25", "--config.checkpoint_every=50"],
         cwd=REPO, capture_output=True, text=True, timeout=1500, env=one_device_env())
     assert r.returncode == 0, r.stderr[-3000:]
     return work

@@ -85,7 +85,7 @@ def _format_valid_rate(checkpoint, shared, n_prompts=12, seed=0):
 @pytest.mark.timeout(1500)   # may include conftest's sft_trained run (first user)
 def test_sft_learns_tool_calls(demos, sft_trained, tmp_path):
     """Held-out loss falls and the SFT'd tiny policy writes valid tool calls on unseen prompts
-    far more often than before (random init: ~0). The 100-step run is conftest's sft_trained."""
+    far more often than before (random init: ~0). The 50-step run is conftest's sft_trained."""
     work = sft_trained
     rows = _rows(work)
     held = [row["heldout_loss"] for row in rows if "heldout_loss" in row]
