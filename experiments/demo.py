@@ -30,7 +30,8 @@ def main(argv) -> None:
         d["seeds"] = tuple(int(s) for s in d["seeds"])
         cfg = DemoConfig(**d)
         s = run_demo(cfg)
-        print(f"\n=== held-out tasks (T={cfg.eval_temperature}, {cfg.eval_samples} samples each) ===")
+        print(f"\n=== held-out tasks (T={cfg.eval_temperature}, {cfg.eval_samples} samples "
+              "each) ===")
         for p in s["per_seed"]:
             print(f"seed {p['seed']} before: {_fmt(p['before'])}")
             print(f"seed {p['seed']} after:  {_fmt(p['after'])}")
