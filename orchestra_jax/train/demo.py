@@ -16,8 +16,8 @@
    outcome, cost, latency) or the "prefer local search" one (instruction + P), G rollouts,
    Eq. 2 rewards, filters, advantages, clipped updates, weight sync.
 6. Held-out evaluation (T=0.6 [C], ``eval_samples`` per task) before and after GRPO, per seed
-   and averaged: accuracy, Eq. 2 reward, cost, latency, tool-call shares; then the same held-out tasks under a held-out
-   wording of the "prefer local search" preference vs neutral.
+   and averaged: accuracy, Eq. 2 reward, cost, latency, tool-call shares; then the same
+   held-out tasks under a held-out wording of the "prefer local search" preference vs neutral.
 
 Eq. 2 at evaluation: each held-out task's group is every evaluated rollout of that task (all
 seeds, before and after, neutral P), so before/after rewards share one normalisation.
